@@ -1,0 +1,48 @@
+//! `saga`: run the stack, and (as they land) load it, simulate outages and verify invariants.
+
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "saga",
+    version,
+    about = "saga-breaker: order → payment → shipment behind circuit breakers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start order, payment and shipment in this process (embedded store unless MONGO_URL).
+    Up(up::UpArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match std::env::var("LOG_FORMAT").as_deref() {
+        Ok("json") => shared::config::LogFormat::Json,
+        _ => shared::config::LogFormat::Pretty,
+    };
+    shared::telemetry::init_logging(format);
+    let _ = shared::telemetry::prometheus();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("saga: {e:#}");
+            if e.downcast_ref::<shared::config::ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

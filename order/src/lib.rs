@@ -1,0 +1,29 @@
+//! order stores `Order` records in `orders` and forwards `payment` to the next hop.
+
+use payment::Payment;
+use serde::{Deserialize, Serialize};
+use shared::saga::BusinessId;
+use shared::Part;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: BusinessId,
+    /// Line items, opaque to the saga (the seed sends `[]`).
+    pub items: Vec<serde_json::Value>,
+    pub payment: Payment,
+}
+
+impl Part for Order {
+    const SERVICE: &'static str = "order";
+    const COLLECTION: &'static str = "orders";
+    const DEFAULT_PORT: u16 = 3000;
+    const NEXT: Option<&'static str> = Some("payment");
+
+    fn id(&self) -> &str {
+        self.id.as_str()
+    }
+
+    fn forward(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.payment).ok()
+    }
+}

@@ -1,0 +1,50 @@
+//! payment stores `Payment` records in `payments` and forwards `shipment` to the next hop.
+
+use serde::{Deserialize, Serialize};
+use shared::saga::BusinessId;
+use shared::Part;
+use shipment::Shipment;
+
+/// A payment amount: a finite number, zero or more.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Amount(f64);
+
+impl TryFrom<f64> for Amount {
+    type Error = String;
+    fn try_from(v: f64) -> Result<Self, Self::Error> {
+        if v.is_finite() && v >= 0.0 {
+            Ok(Self(v))
+        } else {
+            Err(format!("expected a number of zero or more, got {v}"))
+        }
+    }
+}
+
+impl From<Amount> for f64 {
+    fn from(a: Amount) -> Self {
+        a.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    pub id: BusinessId,
+    pub amount: Amount,
+    pub shipment: Shipment,
+}
+
+impl Part for Payment {
+    const SERVICE: &'static str = "payment";
+    const COLLECTION: &'static str = "payments";
+    const DEFAULT_PORT: u16 = 3001;
+    const NEXT: Option<&'static str> = Some("shipment");
+
+    fn id(&self) -> &str {
+        self.id.as_str()
+    }
+
+    fn forward(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.shipment).ok()
+    }
+}

@@ -1,0 +1,224 @@
+//! The next-hop client: one `reqwest::Client`, one [`Breaker`], one URL.
+//!
+//! Every call to the next service goes through [`Hop::forward`], which is the only place that
+//! knows how a hop call can fail and what each failure means for the breaker: a 5xx, a refused
+//! connection or a timeout counts against the callee; a 4xx is the caller's fault and passes
+//! through uncounted. The call carries an idempotency key derived from the caller's saga id (so a
+//! retried or re-driven call can never create a second record downstream) and the caller's
+//! remaining time budget (so no hop waits longer than its caller will).
+
+use crate::breaker::{Breaker, BreakerError, Failure};
+use crate::saga::SagaId;
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::{Client, Url};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The header carrying the caller's remaining budget in milliseconds.
+pub const DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-deadline-ms");
+/// The idempotency header, the same one clients use.
+pub const IDEMPOTENCY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
+/// Left for the caller to answer in, once the hop's time is taken off its budget.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// How a hop call failed, before the breaker has its say.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HopError {
+    /// The next hop answered with a non-2xx status.
+    #[error("http {status}")]
+    Status {
+        status: u16,
+        body: serde_json::Value,
+    },
+    /// No connection could be made.
+    #[error("connect")]
+    Connect(String),
+    /// The connection broke or the answer was not JSON.
+    #[error("io")]
+    Io(String),
+}
+
+impl HopError {
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Status { status, body } => format!("next hop answered {status}: {body}"),
+            Self::Connect(e) => format!("could not connect to the next hop: {e}"),
+            Self::Io(e) => format!("the next hop's answer was unusable: {e}"),
+        }
+    }
+}
+
+impl Failure for HopError {
+    fn counts_as_failure(&self) -> bool {
+        !matches!(self, Self::Status { status, .. } if (400..500).contains(status))
+    }
+}
+
+/// Why a forward produced no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error(transparent)]
+    Breaker(#[from] BreakerError<HopError>),
+    /// The caller's budget was spent before the hop could be called.
+    #[error("deadline")]
+    DeadlineSpent,
+}
+
+impl ForwardError {
+    /// The short reason the response's `fallback` and the record's history show.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Breaker(BreakerError::Rejected) => "open".into(),
+            Self::Breaker(BreakerError::Timeout(_)) => "timeout".into(),
+            Self::Breaker(BreakerError::Failed(e)) => e.to_string(),
+            Self::DeadlineSpent => "deadline".into(),
+        }
+    }
+
+    pub fn detail(&self, hop: &Hop) -> String {
+        match self {
+            Self::Breaker(BreakerError::Rejected) => format!(
+                "breaker {} is open: {} was not called",
+                hop.breaker.name(),
+                hop.url
+            ),
+            Self::Breaker(BreakerError::Timeout(d)) => {
+                format!("{} did not answer within {} ms", hop.url, d.as_millis())
+            }
+            Self::Breaker(BreakerError::Failed(e)) => e.detail(),
+            Self::DeadlineSpent => "the caller's deadline was spent before the call".into(),
+        }
+    }
+
+    /// A 4xx: the next hop refused the request itself, a retry can't help.
+    pub fn rejected_by_next_hop(&self) -> Option<(u16, &serde_json::Value)> {
+        match self {
+            Self::Breaker(BreakerError::Failed(HopError::Status { status, body }))
+                if (400..500).contains(status) =>
+            {
+                Some((*status, body))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The client for one next hop.
+pub struct Hop {
+    url: Url,
+    client: Client,
+    breaker: Arc<Breaker>,
+}
+
+impl Hop {
+    pub fn new(url: Url, breaker: Arc<Breaker>) -> Result<Self, reqwest::Error> {
+        let client = Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            url,
+            client,
+            breaker,
+        })
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    /// The idempotency key for the call a record of `service` with id `saga` makes: the same
+    /// for every retry and re-drive of that record, different for every other record.
+    pub fn key_for(saga: &SagaId, service: &str) -> String {
+        format!("{saga}/{service}")
+    }
+
+    /// POSTs `body` to the next hop's `/create?count=<count>` through the breaker.
+    /// `deadline` is when the caller stops waiting; the hop gets what is left of it minus a margin.
+    pub async fn forward(
+        &self,
+        key: &str,
+        count: u32,
+        body: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, ForwardError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let budget = left
+            .checked_sub(DEADLINE_MARGIN)
+            .filter(|b| !b.is_zero())
+            .ok_or(ForwardError::DeadlineSpent)?;
+        let mut url = self.url.clone();
+        url.query_pairs_mut()
+            .clear()
+            .append_pair("count", &count.to_string());
+        let key = HeaderValue::from_str(key).map_err(|e| {
+            ForwardError::Breaker(BreakerError::Failed(HopError::Io(format!("bad key: {e}"))))
+        })?;
+        let value = self
+            .breaker
+            .call(Some(budget), || async {
+                // The callee gets at most what the breaker waits for.
+                let sent_budget = budget.min(self.breaker.config().timeout);
+                let res = self
+                    .client
+                    .post(url)
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(IDEMPOTENCY_HEADER, key)
+                    .header(DEADLINE_HEADER, sent_budget.as_millis().to_string())
+                    .json(body)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                let status = res.status();
+                let bytes = res.bytes().await.map_err(classify)?;
+                let json: serde_json::Value = serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| serde_json::Value::String(lossy(&bytes)));
+                if status.is_success() {
+                    Ok(json)
+                } else {
+                    Err(HopError::Status {
+                        status: status.as_u16(),
+                        body: json,
+                    })
+                }
+            })
+            .await?;
+        Ok(value)
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.chars().take(512).collect()
+}
+
+fn classify(e: reqwest::Error) -> HopError {
+    if e.is_connect() {
+        HopError::Connect(e.to_string())
+    } else if let Some(status) = e.status() {
+        HopError::Status {
+            status: status.as_u16(),
+            body: serde_json::Value::Null,
+        }
+    } else {
+        HopError::Io(e.to_string())
+    }
+}
+
+/// The deadline of an incoming request: its caller's budget when it sent one (capped at our own
+/// request timeout), else our own request timeout.
+pub fn incoming_deadline(headers: &axum::http::HeaderMap, own: Duration) -> Instant {
+    let budget = headers
+        .get(DEADLINE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms).min(own))
+        .unwrap_or(own);
+    Instant::now() + budget
+}

@@ -1,0 +1,147 @@
+//! The HTTP edge every service shares: errors → responses, and the routes that are the same for
+//! all three (`/`, `/health`, `/ready`, `/metrics`, `/breaker`, fallbacks).
+//!
+//! Handlers return `Result<_, ApiError>` and use `?`; this file is the one place that decides
+//! status codes and the JSON error body `{"error","message","field"}`. Nothing a client sends can
+//! turn into a 500 or an HTML page: bad input is 4xx, a dead database is 503 (nothing accepted,
+//! safe to retry), and even a panic is caught and answered in JSON.
+
+use crate::store::StoreError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+/// Everything a handler can answer instead of success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed JSON, a missing field, a wrong type, a bad header: names the field.
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("Content-Type must be application/json, got {0:?}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// `INJECT_ERR`: the original demo's random failure, after the record was persisted.
+    #[error("injected failure (INJECT_ERR=1, ERR_RATE={rate}); saga {saga_id} was persisted")]
+    Injected { rate: f64, saga_id: String },
+    /// Our own database is unreachable: nothing was accepted.
+    #[error("database unavailable, nothing was accepted; retry later")]
+    Unavailable(#[source] StoreError),
+    /// A fault on our side that the client could not have caused.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn bad_request(
+        code: &'static str,
+        message: impl Into<String>,
+        field: Option<String>,
+    ) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+            field,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Injected { .. } => StatusCode::BAD_GATEWAY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } => code,
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Injected { .. } => "injected",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON body, also what an idempotent replay of this answer returns.
+    pub fn body(&self) -> serde_json::Value {
+        let field = match self {
+            Self::BadRequest { field, .. } => field.as_deref(),
+            _ => None,
+        };
+        serde_json::to_value(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+            field,
+        })
+        .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::Unavailable(e),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, status = status.as_u16(), "request failed");
+        }
+        let mut res = (status, Json(self.body())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
+}
+
+/// Answers a panic in a handler in JSON instead of dropping the connection.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal("the handler panicked; this is a bug".into()).into_response()
+}
+
+/// 404 for unknown routes, in JSON.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+/// 405 for a known route with the wrong method, in JSON.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let body = serde_json::json!({
+        "error": "method_not_allowed",
+        "message": format!("{method} is not allowed on {}", uri.path()),
+        "field": null,
+    });
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}

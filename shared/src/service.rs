@@ -1,0 +1,692 @@
+//! One service of the chain, generic over its record type.
+//!
+//! The three binaries differ only in data — what their part of the request looks like, which
+//! collection stores it, which nested part goes to the next hop — and that is the [`Part`] trait.
+//! Everything else lives here once: parsing at the edge, persisting before forwarding, the
+//! idempotent replay, injected failures, the forward through the breaker, the status transition,
+//! and starting/stopping the server.
+
+use crate::breaker::Breaker;
+use crate::config::{Config, StoreConfig};
+use crate::hop::{incoming_deadline, Hop, IDEMPOTENCY_HEADER};
+use crate::http::{self, ApiError};
+use crate::saga::{Fallback, SagaId, SagaRecord, SavedResponse, Status};
+use crate::store::{EmbeddedStore, Inserted, MongoStore, Store, StoreError};
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// What makes a service a service: its part of the request. Implemented by the three binaries'
+/// record types; parsing into it *is* the validation (`serde` + newtypes that refuse bad values).
+pub trait Part: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The service's name: `order`.
+    const SERVICE: &'static str;
+    /// Its collection, also the path of `GET /<collection>/{id}`: `orders`.
+    const COLLECTION: &'static str;
+    /// The port it listens on unless `PORT` says otherwise.
+    const DEFAULT_PORT: u16;
+    /// The service its nested part goes to (`payment` for order), for the breaker's name.
+    const NEXT: Option<&'static str>;
+
+    /// The client's business `id`.
+    fn id(&self) -> &str;
+
+    /// The nested part the next hop receives (`payment` for order), if this part has one.
+    fn forward(&self) -> Option<serde_json::Value>;
+}
+
+/// Shared by every request of one service.
+pub struct AppState {
+    pub service: &'static str,
+    pub collection: &'static str,
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub hop: Option<Hop>,
+}
+
+/// The service's router: the shared kernel plus `POST /create` and `GET /<collection>/{id}`.
+pub fn app<P: Part>(state: Arc<AppState>) -> Router {
+    let record_path = format!("/{}/{{id}}", state.collection);
+    Router::new()
+        .route("/", get(hello))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/breaker", get(breaker))
+        .route("/create", post(create::<P>))
+        .route(&record_path, get(get_record))
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(CatchPanicLayer::custom(http::panic_response))
+        .with_state(state)
+}
+
+/// Builds the state for `P` from `config`: opens the store, builds the breaker and hop client.
+pub async fn state<P: Part>(config: Config) -> Result<Arc<AppState>, StartError> {
+    let store: Arc<dyn Store> = match &config.store {
+        StoreConfig::Mongo { url, db, timeout } => {
+            Arc::new(MongoStore::connect(url, db, P::COLLECTION, *timeout).await?)
+        }
+        StoreConfig::Embedded { data_dir } => {
+            std::fs::create_dir_all(data_dir).map_err(|e| {
+                StartError::DataDir(format!("can't create DATA_DIR {}: {e}", data_dir.display()))
+            })?;
+            Arc::new(EmbeddedStore::open(data_dir, P::COLLECTION)?)
+        }
+    };
+    state_with_store::<P>(config, store)
+}
+
+/// Like [`state`] with a store the caller opened (tests, or several services sharing a client).
+pub fn state_with_store<P: Part>(
+    config: Config,
+    store: Arc<dyn Store>,
+) -> Result<Arc<AppState>, StartError> {
+    let hop = match &config.chain_svc {
+        Some(url) => {
+            let next = P::NEXT.or(url.host_str()).unwrap_or("next");
+            let name = format!("{}->{next}", P::SERVICE);
+            let breaker = Arc::new(Breaker::new(name, config.breaker.clone()));
+            Some(Hop::new(url.clone(), breaker).map_err(|e| StartError::Client(e.to_string()))?)
+        }
+        None => None,
+    };
+    if hop.is_some() && P::NEXT.is_none() {
+        tracing::warn!(
+            service = P::SERVICE,
+            "CHAIN_SVC is set but this service's records have no nested part to forward"
+        );
+    }
+    Ok(Arc::new(AppState {
+        service: P::SERVICE,
+        collection: P::COLLECTION,
+        config,
+        store,
+        hop,
+    }))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    DataDir(String),
+    #[error("can't build the HTTP client: {0}")]
+    Client(String),
+    #[error("can't listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A service that is serving: where, and how to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish, and waits.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Stops when `token` is cancelled (e.g. Ctrl-C), then waits.
+    pub async fn wait(self, token: CancellationToken) {
+        token.cancelled().await;
+        self.stop().await;
+    }
+}
+
+/// Binds `config.host:config.port` (0 = any free port) and serves `P` until stopped.
+pub async fn start<P: Part>(config: Config) -> Result<Running, StartError> {
+    let state = state::<P>(config).await?;
+    serve::<P>(state).await
+}
+
+/// Serves an already-built state.
+pub async fn serve<P: Part>(state: Arc<AppState>) -> Result<Running, StartError> {
+    let addr = SocketAddr::new(state.config.host, state.config.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let shutdown = CancellationToken::new();
+    let router = app::<P>(state.clone());
+    let stop = shutdown.clone();
+    let service = state.service;
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(service, error = %e, "server stopped with an error");
+        }
+    });
+    tracing::info!(
+        service = state.service,
+        %addr,
+        store = state.store.kind(),
+        next = state.hop.as_ref().map(|h| h.url().as_str()).unwrap_or("-"),
+        "listening"
+    );
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+/// Request metrics and a span per request with the fields that matter.
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let started = tokio::time::Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    let labels = [
+        ("service", state.service.to_string()),
+        ("route", route),
+        ("method", method.to_string()),
+        ("status", status),
+    ];
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
+
+async fn hello(State(state): State<Arc<AppState>>) -> String {
+    format!("hello from {}", state.config.id)
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "up", "service": state.service}))
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(serde_json::json!({
+            "ready": true, "service": state.service, "store": state.store.kind()
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "ready": false, "service": state.service, "store": state.store.kind(),
+                "reason": e.to_string()
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text() -> Response {
+    match crate::telemetry::prometheus() {
+        Some(handle) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError::Internal("another metrics recorder is installed".into()).into_response(),
+    }
+}
+
+async fn breaker(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "service": state.service,
+        "next_hop": state.hop.as_ref().map(|h| h.url().as_str()),
+        "breaker": state.hop.as_ref().map(|h| h.breaker().snapshot()),
+    }))
+}
+
+/// A record as the API shows it.
+#[derive(Serialize)]
+struct RecordView<'a> {
+    saga_id: SagaId,
+    service: &'a str,
+    id: &'a str,
+    count: u32,
+    status: Status,
+    body: &'a serde_json::Value,
+    next: &'a Option<serde_json::Value>,
+    fallback: &'a Option<Fallback>,
+    history: &'a [crate::saga::HistoryEvent],
+    attempts: u32,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+async fn get_record(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let saga_id: SagaId = id.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("{id:?} is not a saga id (a UUID)"),
+            Some("id".into()),
+        )
+    })?;
+    let rec = state
+        .store
+        .get(&saga_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no {} with id {saga_id}", state.service)))?;
+    Ok(Json(RecordView {
+        saga_id: rec.saga_id,
+        service: state.service,
+        id: &rec.id,
+        count: rec.count,
+        status: rec.status,
+        body: &rec.body,
+        next: &rec.next,
+        fallback: &rec.fallback,
+        history: &rec.history,
+        attempts: rec.attempts,
+        created_at: rec.created_at,
+        updated_at: rec.updated_at,
+    })
+    .into_response())
+}
+
+/// The body of every `/create` answer.
+#[derive(Serialize)]
+struct CreateBody<'a> {
+    service: &'a str,
+    saga_id: Option<SagaId>,
+    id: &'a str,
+    count: u32,
+    status: &'a str,
+    next: Option<&'a serde_json::Value>,
+    fallback: Option<&'a Fallback>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+/// `count` from the query string; missing or garbage counts as 0, as in the original.
+fn parse_count(query: Option<&str>) -> u32 {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("count="))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(ct))
+    }
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })
+}
+
+/// Parses the body into `P`, naming the offending field (dotted path) on failure.
+pub fn parse_part<P: Part>(bytes: &[u8]) -> Result<(P, serde_json::Value), ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"), None)
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "body must be a JSON object",
+            None,
+        ));
+    }
+    let part: P = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        let inner = e.into_inner().to_string();
+        let message = match &field {
+            Some(f) => format!("invalid field `{f}`: {inner}"),
+            None => format!("invalid body: {inner}"),
+        };
+        ApiError::bad_request("invalid_field", message, field)
+    })?;
+    // What is stored is the typed part, so it is exactly what was validated.
+    let canonical = serde_json::to_value(&part)
+        .map_err(|e| ApiError::Internal(format!("can't serialize a parsed {}: {e}", P::SERVICE)))?;
+    Ok((part, canonical))
+}
+
+/// A stable fingerprint of what a request asked for (FNV-1a over count and canonical JSON), so
+/// a repeated idempotency key with a different request is told apart from a replay.
+fn fingerprint(count: u32, body: &serde_json::Value) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let text = body.to_string();
+    for b in count.to_le_bytes().iter().chain(text.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_header",
+            "Idempotency-Key must be 1 to 200 visible ASCII characters",
+            Some("Idempotency-Key".into()),
+        )
+    };
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    if s.is_empty() || s.len() > 200 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(s.to_string()))
+}
+
+#[tracing::instrument(
+    name = "create",
+    skip_all,
+    fields(service = state.service, saga_id = tracing::field::Empty, count = tracing::field::Empty)
+)]
+async fn create<P: Part>(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let deadline = incoming_deadline(&headers, state.config.request_timeout);
+    require_json(&headers)?;
+    let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let (part, canonical) = parse_part::<P>(&bytes)?;
+    let key = idempotency_key(&headers)?;
+    let count = parse_count(query.as_deref()).saturating_add(1);
+    let span = tracing::Span::current();
+    span.record("count", count);
+
+    if count >= state.config.jumps {
+        let body = CreateBody {
+            service: state.service,
+            saga_id: None,
+            id: part.id(),
+            count,
+            status: "last",
+            next: None,
+            fallback: None,
+            message: Some("Last"),
+        };
+        return Ok(Json(body).into_response());
+    }
+
+    let mut rec = SagaRecord::accepted(
+        String::new(),
+        fingerprint(count, &canonical),
+        part.id().to_string(),
+        count,
+        canonical,
+    );
+    rec.key = key.unwrap_or_else(|| rec.saga_id.to_string());
+    let rec = match state.store.insert(&rec).await? {
+        Inserted::New => rec,
+        Inserted::Existing(old) => {
+            if old.fingerprint != rec.fingerprint {
+                return Err(ApiError::Conflict(format!(
+                    "Idempotency-Key {:?} was already used for a different request (saga {})",
+                    old.key, old.saga_id
+                )));
+            }
+            if let Some(saved) = &old.response {
+                return Ok(replay(&state, &old, saved));
+            }
+            // Accepted before but never answered (a crash, an injected failure, a request still
+            // in flight): carry on with the stored record; the version check settles races.
+            old
+        }
+    };
+    span.record("saga_id", tracing::field::display(rec.saga_id));
+    process::<P>(&state, rec, part.forward(), deadline).await
+}
+
+/// Answers a repeated request with what the first one got.
+fn replay(state: &AppState, rec: &SagaRecord, saved: &SavedResponse) -> Response {
+    let status = StatusCode::from_u16(saved.status).unwrap_or(StatusCode::OK);
+    let mut res = (status, Json(saved.body.clone())).into_response();
+    let h = res.headers_mut();
+    h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    if let Ok(loc) = HeaderValue::from_str(&location(state, &rec.saga_id)) {
+        h.insert(header::LOCATION, loc);
+    }
+    res
+}
+
+fn location(state: &AppState, id: &SagaId) -> String {
+    format!("/{}/{id}", state.collection)
+}
+
+/// Everything after the record is safely stored: inject, forward, transition, answer.
+async fn process<P: Part>(
+    state: &AppState,
+    mut rec: SagaRecord,
+    forward: Option<serde_json::Value>,
+    deadline: tokio::time::Instant,
+) -> Result<Response, ApiError> {
+    if state.config.inject_err && rand::random::<f64>() < state.config.err_rate {
+        let read = rec.version;
+        rec.note(rec.status, "inject", "http 502");
+        rec.version = read + 1;
+        // Best effort: the history note is for humans; the 502 goes out either way.
+        let _ = state.store.replace(&rec, read).await;
+        return Err(ApiError::Injected {
+            rate: state.config.err_rate,
+            saga_id: rec.saga_id.to_string(),
+        });
+    }
+
+    let mut http_status = StatusCode::OK;
+    let read = rec.version;
+    match (state.hop.as_ref(), forward) {
+        (Some(hop), Some(part)) => {
+            rec.attempts += 1;
+            let key = Hop::key_for(&rec.saga_id, state.service);
+            match hop.forward(&key, rec.count, &part, deadline).await {
+                Ok(next) => {
+                    let downstream = next.get("status").and_then(|s| s.as_str()).unwrap_or("");
+                    let status = if downstream == "degraded" {
+                        Status::Degraded
+                    } else {
+                        Status::Completed
+                    };
+                    let reason = if downstream == "degraded" {
+                        "downstream degraded"
+                    } else {
+                        ""
+                    };
+                    rec.transition(status, "forward", reason)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    rec.next = Some(next);
+                    rec.fallback = None;
+                }
+                Err(e) => {
+                    let reason = e.reason();
+                    let detail = e.detail(hop);
+                    if let Some((code, body)) = e.rejected_by_next_hop() {
+                        http_status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+                        rec.next = Some(body.clone());
+                        rec.transition(Status::Failed, "forward", &reason)
+                            .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    } else {
+                        hop.breaker().record_fallback(&reason);
+                        rec.transition(Status::Degraded, "forward", &reason)
+                            .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    }
+                    rec.fallback = Some(Fallback { reason, detail });
+                }
+            }
+        }
+        _ => {
+            rec.transition(Status::Completed, "last hop", "")
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+        }
+    }
+
+    let body = CreateBody {
+        service: state.service,
+        saga_id: Some(rec.saga_id),
+        id: &rec.id,
+        count: rec.count,
+        status: rec.status.as_str(),
+        next: rec.next.as_ref(),
+        fallback: rec.fallback.as_ref(),
+        message: None,
+    };
+    let body = serde_json::to_value(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    rec.response = Some(SavedResponse {
+        status: http_status.as_u16(),
+        body: body.clone(),
+    });
+    rec.version = read + 1;
+    if !state.store.replace(&rec, read).await? {
+        // Someone else (a concurrent replay) finished this record first: answer what it stored.
+        if let Some(current) = state.store.get(&rec.saga_id).await? {
+            if let Some(saved) = &current.response {
+                return Ok(replay(state, &current, saved));
+            }
+        }
+        return Err(ApiError::Conflict(format!(
+            "saga {} is being processed by another request; retry",
+            rec.saga_id
+        )));
+    }
+    let mut res = (http_status, Json(body)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&location(state, &rec.saga_id)) {
+        res.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(res)
+}
+
+/// How long `main` waits for requests in flight on shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The whole `main` of a service binary: config (exit 2 on a bad value), logs, serve until
+/// Ctrl-C/SIGTERM, stop gracefully.
+pub async fn main<P: Part>() -> std::process::ExitCode {
+    let config = match Config::from_env(P::SERVICE, P::DEFAULT_PORT) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", P::SERVICE);
+            return std::process::ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init_logging(config.log_format);
+    let _ = crate::telemetry::prometheus();
+    let running = match start::<P>(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "start-up failed");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let token = CancellationToken::new();
+    let signal = token.clone();
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        signal.cancel();
+    });
+    let service = running.state.service;
+    if tokio::time::timeout(SHUTDOWN_GRACE, running.wait(token))
+        .await
+        .is_err()
+    {
+        tracing::warn!(service, "requests still in flight after the grace period");
+    }
+    tracing::info!(service, "stopped");
+    std::process::ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_or_missing_count_counts_as_zero() {
+        assert_eq!(parse_count(None), 0);
+        assert_eq!(parse_count(Some("count=abc")), 0);
+        assert_eq!(parse_count(Some("count=-3")), 0);
+        assert_eq!(parse_count(Some("x=1&count=4")), 4);
+        assert_eq!(parse_count(Some("count=")), 0);
+    }
+
+    #[test]
+    fn fingerprint_depends_on_count_and_body() {
+        let a = serde_json::json!({"id": "1"});
+        let b = serde_json::json!({"id": "2"});
+        assert_eq!(fingerprint(1, &a), fingerprint(1, &a));
+        assert_ne!(fingerprint(1, &a), fingerprint(2, &a));
+        assert_ne!(fingerprint(1, &a), fingerprint(1, &b));
+    }
+
+    #[test]
+    fn json_content_types_are_accepted_others_refused() {
+        let mut h = HeaderMap::new();
+        assert!(require_json(&h).is_err());
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(require_json(&h).is_ok());
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/merge+json"),
+        );
+        assert!(require_json(&h).is_ok());
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(require_json(&h).is_err());
+    }
+}
