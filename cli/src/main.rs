@@ -1,7 +1,5 @@
 //! `saga`: run the stack, and (as they land) load it, simulate outages and verify invariants.
 
-mod up;
-
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -19,7 +17,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start order, payment and shipment in this process (embedded store unless MONGO_URL).
-    Up(up::UpArgs),
+    Up(saga::up::UpArgs),
 }
 
 #[tokio::main]
@@ -32,7 +30,7 @@ async fn main() -> ExitCode {
     shared::telemetry::init_logging(format);
     let _ = shared::telemetry::prometheus();
     let result = match cli.command {
-        Command::Up(args) => up::run(args).await,
+        Command::Up(args) => saga::up::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

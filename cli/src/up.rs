@@ -29,6 +29,13 @@ pub struct UpArgs {
     /// as in docker-compose.yaml.
     #[arg(long, value_delimiter = ',', value_parser = ["order", "payment", "shipment"])]
     pub inject_err: Vec<String>,
+    /// Variables laid over the process environment for all three (tests set these instead of
+    /// mutating the environment they share).
+    #[arg(skip)]
+    pub env: Vec<(String, String)>,
+    /// Read the process environment at all (tests turn it off to be hermetic).
+    #[arg(skip = true)]
+    pub inherit_env: bool,
 }
 
 /// The three services of one stack, running.
@@ -46,7 +53,8 @@ impl Stack {
     }
 }
 
-fn config_for<P: Part>(
+/// The configuration `saga up` gives service `P`: the environment with `args` laid over it.
+pub fn config_for<P: Part>(
     args: &UpArgs,
     port: u16,
     next: Option<String>,
@@ -66,11 +74,21 @@ fn config_for<P: Part>(
         if k == "CHAIN_SVC" {
             return Some(chain.clone()).filter(|c| !c.is_empty());
         }
-        over.get(k).cloned().or_else(|| std::env::var(k).ok())
+        over.get(k)
+            .cloned()
+            .or_else(|| {
+                args.env
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+            })
+            .or_else(|| args.inherit_env.then(|| std::env::var(k).ok()).flatten())
     })
 }
 
-fn url(host: IpAddr, port: u16) -> String {
+/// The base URL of a service bound to `host:port`, as a client would dial it.
+pub fn url(host: IpAddr, port: u16) -> String {
     let host = match host {
         IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_string(),
         IpAddr::V4(v4) => v4.to_string(),

@@ -1,0 +1,3 @@
+//! The `saga` command line as a library, so tests drive the same code the binary runs.
+
+pub mod up;

@@ -1,0 +1,98 @@
+//! The service binaries as real processes: started with an exact environment, killed on drop.
+//!
+//! Used where in-process services can't show the behaviour: exit codes, the environment
+//! docker-compose.yaml gives, and (for the saga crash test) SIGKILL.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// `target/<profile>/<name>`: the binaries `cargo build --workspace --bins` made next to the
+/// test executable. Panics with the command to run when one is missing.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/debug/deps/<test>-<hash> → target/debug/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A service process, killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts binary `name` with exactly `env` (plus PATH), logs to a temp file.
+    pub fn spawn(name: &str, env: &[(String, String)]) -> std::io::Result<Self> {
+        let log = std::env::temp_dir().join(format!(
+            "saga-{name}-{}-{}.log",
+            std::process::id(),
+            crate::unique_db_name("p")
+        ));
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(binary(name));
+        cmd.env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        if let Ok(path) = std::env::var("PATH") {
+            cmd.env("PATH", path);
+        }
+        let child = cmd.spawn()?;
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Polls `url` until it answers 200, up to `within`.
+pub async fn wait_ready(url: &str, within: Duration) -> bool {
+    let client = reqwest::Client::new();
+    let until = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < until {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

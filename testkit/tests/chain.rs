@@ -1,0 +1,145 @@
+//! The chain end to end: three real services on loopback ports, a real MongoDB-wire server.
+
+use serde_json::json;
+use testkit::{mongo_stack_or_skip, seed, Svc, TestStack};
+
+#[tokio::test]
+async fn happy_path_leaves_one_record_in_each_collection() {
+    let s = mongo_stack_or_skip!(&[], &[]);
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["service"], "order");
+    assert_eq!(r.json["status"], "completed", "{}", r.text);
+    assert_eq!(r.json["count"], 1);
+    assert_eq!(r.json["fallback"], json!(null));
+    assert_eq!(r.json["next"]["service"], "payment");
+    assert_eq!(r.json["next"]["count"], 2);
+    assert_eq!(r.json["next"]["next"]["service"], "shipment");
+    assert_eq!(r.json["next"]["next"]["status"], "completed");
+    let saga_id = r.json["saga_id"].as_str().expect("a saga id").to_string();
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/orders/{saga_id}").as_str())
+    );
+    for svc in [Svc::Order, Svc::Payment, Svc::Shipment] {
+        assert_eq!(s.count(svc).await, 1, "{svc:?}");
+    }
+    let rec = s.get(Svc::Order, &format!("/orders/{saga_id}")).await;
+    assert_eq!(rec.status, 200, "{}", rec.text);
+    assert_eq!(rec.json["status"], "completed");
+    assert_eq!(
+        rec.json["body"]["payment"]["shipment"]["directions"],
+        "home"
+    );
+    let steps: Vec<_> = rec.json["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|e| e["step"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(steps, ["accepted", "forward"]);
+
+    let pay_id = r.json["next"]["saga_id"].as_str().expect("payment saga id");
+    let pay = s.get(Svc::Payment, &format!("/payments/{pay_id}")).await;
+    assert_eq!(pay.json["status"], "completed");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_business_id_posted_twice_is_two_orders() {
+    let s = mongo_stack_or_skip!(&[], &[]);
+    let a = s.post(Svc::Order, "/create", &seed()).await;
+    let b = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_ne!(a.json["saga_id"], b.json["saga_id"]);
+    assert_eq!(s.count(Svc::Shipment).await, 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn jumps_stops_the_chain() {
+    let s = mongo_stack_or_skip!(&[("JUMPS", "2")], &[]);
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "completed");
+    assert_eq!(r.json["next"]["status"], "last");
+    assert_eq!(r.json["next"]["message"], "Last");
+    assert_eq!(r.json["next"]["count"], 2);
+    assert_eq!(s.count(Svc::Order).await, 1);
+    assert_eq!(s.count(Svc::Payment).await, 0);
+    assert_eq!(s.count(Svc::Shipment).await, 0);
+
+    // A count already at the limit stops at the first hop and stores nothing.
+    let r = s.post(Svc::Order, "/create?count=7", &seed()).await;
+    assert_eq!(r.json["status"], "last");
+    assert_eq!(r.json["saga_id"], json!(null));
+    assert_eq!(s.count(Svc::Order).await, 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn injected_502_is_still_persisted() {
+    let s = mongo_stack_or_skip!(&[("ERR_RATE", "1")], &["shipment"]);
+    let body = &seed()["payment"]["shipment"];
+    let r = s.post(Svc::Shipment, "/create", body).await;
+    assert_eq!(r.status, 502, "{}", r.text);
+    assert_eq!(r.json["error"], "injected");
+    assert_eq!(s.count(Svc::Shipment).await, 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_next_hop_degrades_with_an_explicit_fallback() {
+    let s = mongo_stack_or_skip!(&[("ERR_RATE", "1")], &["shipment"]);
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Payment skipped shipment: it says so, and order reports the chain as degraded.
+    let pay = &r.json["next"];
+    assert_eq!(pay["status"], "degraded", "{}", r.text);
+    assert_eq!(pay["next"], json!(null));
+    assert_eq!(pay["fallback"]["reason"], "http 502");
+    assert_eq!(r.json["status"], "degraded");
+    let id = pay["saga_id"].as_str().expect("payment saga id");
+    let rec = s.get(Svc::Payment, &format!("/payments/{id}")).await;
+    assert_eq!(rec.json["status"], "degraded");
+    assert_eq!(rec.json["history"][1]["reason"], "http 502");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_chain_runs_on_the_embedded_store_too() {
+    let s = TestStack::embedded(&[], &[]).await;
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "completed");
+    for svc in [Svc::Order, Svc::Payment, Svc::Shipment] {
+        assert_eq!(s.count(svc).await, 1, "{svc:?}");
+    }
+    let ready = s.get(Svc::Order, "/ready").await;
+    assert_eq!(ready.json["store"], "embedded");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn kernel_routes_answer() {
+    let s = TestStack::embedded(&[], &[]).await;
+    let hello = s.get(Svc::Payment, "/").await;
+    assert_eq!(hello.text, "hello from payment");
+    assert_eq!(s.get(Svc::Order, "/health").await.json["status"], "up");
+    assert_eq!(s.get(Svc::Order, "/ready").await.status, 200);
+    let b = s.get(Svc::Order, "/breaker").await;
+    assert_eq!(b.json["breaker"]["name"], "order->payment");
+    assert_eq!(b.json["breaker"]["state"], "closed");
+    let last = s.get(Svc::Shipment, "/breaker").await;
+    assert_eq!(last.json["breaker"], json!(null));
+    s.post(Svc::Order, "/create", &seed()).await;
+    let m = s.get(Svc::Order, "/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(
+        m.text.contains("http_request_duration_seconds"),
+        "{}",
+        m.text
+    );
+    assert!(m.text.contains("breaker_events_total"), "{}", m.text);
+    s.stop().await;
+}
