@@ -7,7 +7,7 @@
 //! lose each other's transition. That needs only single-document atomicity, which MongoDB,
 //! FerretDB and the embedded store all give.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
@@ -124,11 +124,11 @@ impl Status {
     /// The status machine: which moves are allowed. Anything else is a bug or a lost race.
     pub fn can_move_to(self, next: Status) -> bool {
         use Status::*;
-        match (self, next) {
-            (Pending, Completed | Degraded | Failed | Compensated) => true,
-            (Degraded, Degraded | Completed | Compensated | Failed) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Pending, Completed | Degraded | Failed | Compensated)
+                | (Degraded, Degraded | Completed | Compensated | Failed)
+        )
     }
 }
 
@@ -214,7 +214,7 @@ impl SagaRecord {
         count: u32,
         body: serde_json::Value,
     ) -> Self {
-        let now = Utc::now();
+        let now = now_ms();
         Self {
             saga_id: SagaId::new(),
             key,
@@ -259,7 +259,7 @@ impl SagaRecord {
 
     /// Appends a history event without a status check (e.g. an injected failure while pending).
     pub fn note(&mut self, status: Status, step: &str, reason: impl Into<String>) {
-        let now = Utc::now();
+        let now = now_ms();
         self.status = status;
         self.history.push(HistoryEvent {
             at: now,
@@ -273,6 +273,11 @@ impl SagaRecord {
         }
         self.updated_at = now;
     }
+}
+
+/// Now, to the millisecond: what BSON dates hold, so a record in memory equals its stored copy.
+fn now_ms() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -387,8 +387,17 @@ pub fn parse_part<P: Part>(bytes: &[u8]) -> Result<(P, serde_json::Value), ApiEr
     }
     let part: P = serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
-        let field = (path != ".").then_some(path);
         let inner = e.into_inner().to_string();
+        // serde reports a missing field at its parent's path; name the field itself.
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => Some(name.to_string()),
+            (parent, Some(name)) => Some(format!("{parent}.{name}")),
+            (".", None) => None,
+            (p, None) => Some(p.to_string()),
+        };
         let message = match &field {
             Some(f) => format!("invalid field `{f}`: {inner}"),
             None => format!("invalid body: {inner}"),
@@ -491,7 +500,7 @@ async fn create<P: Part>(
         }
     };
     span.record("saga_id", tracing::field::display(rec.saga_id));
-    process::<P>(&state, rec, part.forward(), deadline).await
+    process(&state, rec, part.forward(), deadline).await
 }
 
 /// Answers a repeated request with what the first one got.
@@ -511,7 +520,7 @@ fn location(state: &AppState, id: &SagaId) -> String {
 }
 
 /// Everything after the record is safely stored: inject, forward, transition, answer.
-async fn process<P: Part>(
+async fn process(
     state: &AppState,
     mut rec: SagaRecord,
     forward: Option<serde_json::Value>,

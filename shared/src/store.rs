@@ -15,7 +15,8 @@ pub use mongo::MongoStore;
 use crate::saga::{SagaId, SagaRecord, Status};
 use futures::future::BoxFuture;
 
-/// What an insert did.
+/// What an insert did. (Not boxed: it is matched right after the one insert that made it.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
     /// The record is new and now stored.

@@ -64,7 +64,7 @@ impl Reply {
 /// Where a test stack keeps its records.
 pub enum Backing {
     Mongo {
-        server: MongoServer,
+        server: Box<MongoServer>,
         db: String,
     },
     Embedded(tempfile::TempDir),
@@ -105,7 +105,16 @@ impl TestStack {
         let mut a = args(env, inject);
         a.mongo_url = Some(server.uri().to_string());
         a.env.push(("MONGO_DB".into(), db.clone()));
-        Some(Self::start(a, Backing::Mongo { server, db }).await)
+        Some(
+            Self::start(
+                a,
+                Backing::Mongo {
+                    server: Box::new(server),
+                    db,
+                },
+            )
+            .await,
+        )
     }
 
     /// The stack on the embedded store in a temporary directory.

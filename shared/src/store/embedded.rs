@@ -1,46 +1,354 @@
-//! TEMPORARY STUB
-use super::*;
-use std::time::Duration;
-pub struct EmbeddedStore;
-impl EmbeddedStore {
-    pub fn open(_d: &std::path::Path, _c: &str) -> Result<Self, StoreError> {
-        Err(StoreError::Corrupt("stub".into()))
+//! [`EmbeddedStore`]: a service's records in a redb file, for running without MongoDB.
+//!
+//! One file per collection (`<dir>/<collection>.redb`), so the three services can share a
+//! `DATA_DIR` and a process can hold all three stores open. Three tables:
+//!
+//! - `records`: saga id → the record as JSON,
+//! - `keys`: idempotency key → saga id (what the unique index on `key` is in MongoDB),
+//! - `by_status`: (status, `updated_at` in ms, saga id) → `()`, so the re-driver's
+//!   [`Store::list_by_status`] reads the oldest records of a status without scanning the rest
+//!   (the `{status, updated_at}` index in MongoDB).
+//!
+//! redb serializes write transactions, so "insert unless the key exists" and the
+//! compare-and-swap on `version` are each one write transaction that reads, decides and writes:
+//! the same single-record atomicity MongoDB gives, and no more is offered. redb is synchronous
+//! (and commits `fsync`), so every call runs on tokio's blocking pool.
+//!
+//! Timestamps are stored truncated to the millisecond, as BSON dates hold them in MongoDB, so a
+//! record reads back the same from either store.
+
+use super::{Inserted, Store, StoreError};
+use crate::saga::{SagaId, SagaRecord, Status};
+use chrono::{DateTime, SubsecRound, Utc};
+use futures::future::BoxFuture;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+const KEYS: TableDefinition<&str, &str> = TableDefinition::new("keys");
+const BY_STATUS: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_status");
+
+/// One service's records in one redb file. Cloning is cheap; clones share the open file. redb
+/// allows one open handle per file and process: open each collection once and clone the store.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
+
+impl EmbeddedStore {
+    /// Opens (or creates) `<dir>/<collection>.redb`, creating `dir` if needed. Blocks briefly on
+    /// file I/O; call it at start-up.
+    pub fn open(dir: &Path, collection: &str) -> Result<EmbeddedStore, StoreError> {
+        let valid = !collection.is_empty()
+            && collection
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(backend(EmbeddedError::BadCollectionName(collection.into())));
+        }
+        std::fs::create_dir_all(dir).map_err(|source| {
+            backend(EmbeddedError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })
+        })?;
+        let path = dir.join(format!("{collection}.redb"));
+        let db = Database::create(&path).map_err(|source| {
+            backend(EmbeddedError::Open {
+                path: path.clone(),
+                source,
+            })
+        })?;
+        let txn = db.begin_write().map_err(redb_error)?;
+        {
+            txn.open_table(RECORDS).map_err(redb_error)?;
+            txn.open_table(KEYS).map_err(redb_error)?;
+            txn.open_table(BY_STATUS).map_err(redb_error)?;
+        }
+        txn.commit().map_err(redb_error)?;
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            path: Arc::new(path),
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` on the blocking pool with the database.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+}
+
 impl Store for EmbeddedStore {
     fn kind(&self) -> &'static str {
         "embedded"
     }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        todo!()
+        Box::pin(self.blocking(|db| {
+            let txn = db.begin_read().map_err(redb_error)?;
+            txn.open_table(RECORDS).map_err(redb_error)?;
+            Ok(())
+        }))
     }
-    fn insert<'a>(&'a self, _rec: &'a SagaRecord) -> BoxFuture<'a, Result<Inserted, StoreError>> {
-        todo!()
+
+    fn insert<'a>(&'a self, rec: &'a SagaRecord) -> BoxFuture<'a, Result<Inserted, StoreError>> {
+        let rec = at_millisecond_precision(rec.clone());
+        Box::pin(self.blocking(move |db| insert(db, &rec)))
     }
-    fn get<'a>(&'a self, _id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
-        todo!()
+
+    fn get<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
+        let id = id.to_string();
+        Box::pin(self.blocking(move |db| {
+            let txn = db.begin_read().map_err(redb_error)?;
+            let records = txn.open_table(RECORDS).map_err(redb_error)?;
+            let found = records.get(id.as_str()).map_err(redb_error)?;
+            found.map(|bytes| decode(&id, bytes.value())).transpose()
+        }))
     }
+
     fn get_by_key<'a>(
         &'a self,
-        _key: &'a str,
+        key: &'a str,
     ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
-        todo!()
+        let key = key.to_owned();
+        Box::pin(self.blocking(move |db| {
+            let txn = db.begin_read().map_err(redb_error)?;
+            let keys = txn.open_table(KEYS).map_err(redb_error)?;
+            let Some(id) = keys.get(key.as_str()).map_err(redb_error)? else {
+                return Ok(None);
+            };
+            let records = txn.open_table(RECORDS).map_err(redb_error)?;
+            load(&records, id.value()).map(Some)
+        }))
     }
+
     fn replace<'a>(
         &'a self,
-        _rec: &'a SagaRecord,
-        _v: u64,
+        rec: &'a SagaRecord,
+        expected_version: u64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        todo!()
+        let rec = at_millisecond_precision(rec.clone());
+        Box::pin(self.blocking(move |db| replace(db, rec, expected_version)))
     }
+
     fn list_by_status<'a>(
         &'a self,
-        _s: &'a [Status],
-        _l: usize,
+        statuses: &'a [Status],
+        limit: usize,
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
-        todo!()
+        let mut statuses = statuses.to_vec();
+        statuses.sort_by_key(|s| s.as_str());
+        statuses.dedup();
+        Box::pin(self.blocking(move |db| list_by_status(db, &statuses, limit)))
     }
+
     fn count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        todo!()
+        Box::pin(self.blocking(|db| {
+            let txn = db.begin_read().map_err(redb_error)?;
+            let records = txn.open_table(RECORDS).map_err(redb_error)?;
+            records.len().map_err(redb_error)
+        }))
     }
+}
+
+/// Insert-or-return in one write transaction: the key lookup and the write can't interleave
+/// with another writer's.
+fn insert(db: &Database, rec: &SagaRecord) -> Result<Inserted, StoreError> {
+    let id = rec.saga_id.to_string();
+    let txn = db.begin_write().map_err(redb_error)?;
+    {
+        let mut keys = txn.open_table(KEYS).map_err(redb_error)?;
+        let mut records = txn.open_table(RECORDS).map_err(redb_error)?;
+        let mut by_status = txn.open_table(BY_STATUS).map_err(redb_error)?;
+        if let Some(owner) = keys.get(rec.key.as_str()).map_err(redb_error)? {
+            // Dropping the transaction uncommitted writes nothing.
+            return load(&records, owner.value()).map(Inserted::Existing);
+        }
+        if records.get(id.as_str()).map_err(redb_error)?.is_some() {
+            return Err(backend(EmbeddedError::DuplicateId(rec.saga_id)));
+        }
+        records
+            .insert(id.as_str(), encode(rec)?.as_slice())
+            .map_err(redb_error)?;
+        keys.insert(rec.key.as_str(), id.as_str())
+            .map_err(redb_error)?;
+        by_status
+            .insert(status_entry(rec, &id), ())
+            .map_err(redb_error)?;
+    }
+    txn.commit().map_err(redb_error)?;
+    Ok(Inserted::New)
+}
+
+/// Compare-and-swap on `version` in one write transaction. Keeps `keys` and `by_status` in step
+/// with the record (a changed key must still be unique, as MongoDB's index would insist).
+fn replace(db: &Database, mut rec: SagaRecord, expected: u64) -> Result<bool, StoreError> {
+    rec.version = expected
+        .checked_add(1)
+        .ok_or_else(|| backend(EmbeddedError::VersionOverflow))?;
+    let id = rec.saga_id.to_string();
+    let txn = db.begin_write().map_err(redb_error)?;
+    {
+        let mut records = txn.open_table(RECORDS).map_err(redb_error)?;
+        let stored = match records.get(id.as_str()).map_err(redb_error)? {
+            Some(bytes) => decode(&id, bytes.value())?,
+            None => return Ok(false),
+        };
+        if stored.version != expected {
+            return Ok(false);
+        }
+        if stored.key != rec.key {
+            let mut keys = txn.open_table(KEYS).map_err(redb_error)?;
+            if let Some(owner) = keys.get(rec.key.as_str()).map_err(redb_error)? {
+                return Err(backend(EmbeddedError::KeyTaken {
+                    key: rec.key.clone(),
+                    owner: owner.value().to_owned(),
+                }));
+            }
+            keys.remove(stored.key.as_str()).map_err(redb_error)?;
+            keys.insert(rec.key.as_str(), id.as_str())
+                .map_err(redb_error)?;
+        }
+        let mut by_status = txn.open_table(BY_STATUS).map_err(redb_error)?;
+        by_status
+            .remove(status_entry(&stored, &id))
+            .map_err(redb_error)?;
+        by_status
+            .insert(status_entry(&rec, &id), ())
+            .map_err(redb_error)?;
+        records
+            .insert(id.as_str(), encode(&rec)?.as_slice())
+            .map_err(redb_error)?;
+    }
+    txn.commit().map_err(redb_error)?;
+    Ok(true)
+}
+
+/// Walks `by_status` for each status (each range is already oldest-first), then merges. Order
+/// and ties match MongoDB's `sort({updated_at: 1, _id: 1})`.
+fn list_by_status(
+    db: &Database,
+    statuses: &[Status],
+    limit: usize,
+) -> Result<Vec<SagaRecord>, StoreError> {
+    let txn = db.begin_read().map_err(redb_error)?;
+    let index = txn.open_table(BY_STATUS).map_err(redb_error)?;
+    let mut oldest: Vec<(i64, String)> = Vec::new();
+    for status in statuses {
+        let from = (status.as_str(), i64::MIN, "");
+        for entry in index.range(from..).map_err(redb_error)?.take(limit) {
+            let (entry, _) = entry.map_err(redb_error)?;
+            let (entry_status, updated_at, id) = entry.value();
+            if entry_status != status.as_str() {
+                break;
+            }
+            oldest.push((updated_at, id.to_owned()));
+        }
+    }
+    oldest.sort();
+    oldest.truncate(limit);
+    let records = txn.open_table(RECORDS).map_err(redb_error)?;
+    oldest.iter().map(|(_, id)| load(&records, id)).collect()
+}
+
+fn status_entry<'a>(rec: &SagaRecord, id: &'a str) -> (&'static str, i64, &'a str) {
+    (rec.status.as_str(), rec.updated_at.timestamp_millis(), id)
+}
+
+/// The record `id` names, which must exist: `keys` and `by_status` only point at stored records.
+fn load(
+    records: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<SagaRecord, StoreError> {
+    match records.get(id).map_err(redb_error)? {
+        Some(bytes) => decode(id, bytes.value()),
+        None => Err(StoreError::Corrupt(format!(
+            "an index points at record {id}, which is not stored"
+        ))),
+    }
+}
+
+fn encode(rec: &SagaRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(rec).map_err(|source| {
+        backend(EmbeddedError::Encode {
+            id: rec.saga_id,
+            source,
+        })
+    })
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<SagaRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))
+}
+
+fn at_millisecond_precision(mut rec: SagaRecord) -> SagaRecord {
+    fn ms(at: DateTime<Utc>) -> DateTime<Utc> {
+        at.trunc_subsecs(3)
+    }
+    rec.created_at = ms(rec.created_at);
+    rec.updated_at = ms(rec.updated_at);
+    for event in &mut rec.history {
+        event.at = ms(event.at);
+    }
+    rec
+}
+
+fn redb_error(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Backend(Box::new(e.into()))
+}
+
+fn backend(e: EmbeddedError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum EmbeddedError {
+    #[error("collection name {0:?} can't be a file name: use ASCII letters, digits, '_' and '-'")]
+    BadCollectionName(String),
+    #[error("can't create the data directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("can't open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("saga {0} is already stored under another key")]
+    DuplicateId(SagaId),
+    #[error("key {key:?} already belongs to saga {owner}")]
+    KeyTaken { key: String, owner: String },
+    #[error("record version overflows u64")]
+    VersionOverflow,
+    #[error("can't encode record {id}: {source}")]
+    Encode {
+        id: SagaId,
+        #[source]
+        source: serde_json::Error,
+    },
 }

@@ -1,46 +1,581 @@
-//! TEMPORARY STUB
-use super::*;
+//! [`MongoStore`]: a service's records in one MongoDB collection (also runs on FerretDB).
+//!
+//! Shaped by four constraints:
+//!
+//! - **Start without the database.** [`MongoStore::connect`] only parses the URI and builds a
+//!   [`Client`], which connects lazily; the service starts and reports not-ready instead of
+//!   crash-looping. Server-selection and connect timeouts come from the caller's `op_timeout`, so
+//!   an unreachable database fails an operation in about that long (not the driver's 30 s), and
+//!   every operation is also bounded by a backstop timer in case a server accepts the connection
+//!   and then never answers. The indexes are created on the first operation that reaches the
+//!   server (and again on the next one if that failed), before anything is written.
+//! - **Only single-document atomicity.** FerretDB v1 has no transactions, so "insert or return what
+//!   is there" is an insert guarded by a unique index on `key` (the database enforces it, not this
+//!   code), and an update is a compare-and-swap `replaceOne({_id, version})`.
+//! - **Dates are BSON dates.** chrono's serde form is a string, which sorts only by accident; here
+//!   every timestamp is written as a BSON date, so `{status, updated_at}` sorts by time. BSON dates
+//!   hold milliseconds: stored timestamps are truncated to the millisecond (the embedded store does
+//!   the same, so both stores return the same records). BSON has no unsigned integers: `version`
+//!   and the counters are written as `Int64`.
+//! - **Client JSON is stored as JSON text.** `body`, `next` and `response.body` hold whatever the
+//!   client or the next hop sent, and not every JSON value is a valid BSON document: FerretDB
+//!   refuses field names containing `.` or starting with `$` (MongoDB accepts some of them), and
+//!   BSON has no integer above `i64::MAX`. Kept as strings, any JSON the service accepted is
+//!   stored, on every server, exactly as the embedded store keeps it; nothing queries inside them.
+//!
+//! The document layout is `MongoRecord`, a mirror of [`SagaRecord`] converted by exhaustive
+//! destructuring, so a field added to the record fails to compile here until it is mapped.
+
+use super::{Inserted, Store, StoreError};
+use crate::saga::{Fallback, HistoryEvent, SagaId, SagaRecord, SavedResponse, Status};
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::TryStreamExt;
+use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
-pub struct MongoStore;
-impl MongoStore {
-    pub async fn connect(_u: &str, _d: &str, _c: &str, _t: Duration) -> Result<Self, StoreError> {
-        Err(StoreError::Corrupt("stub".into()))
+use tokio::sync::OnceCell;
+
+/// MongoDB's error code for a unique-index violation.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Server error codes that mean "not now" rather than "never": the node is shutting down,
+/// stepping down, unreachable from a router, or ran out of time. Retrying later can succeed.
+const TRANSIENT_CODES: [i32; 13] = [
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    50,    // MaxTimeMSExpired
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
+/// Name of the unique index on `key`.
+pub const KEY_INDEX: &str = "key_unique";
+/// Name of the re-driver's index on `{status: 1, updated_at: 1}`.
+pub const STATUS_INDEX: &str = "status_updated_at";
+
+/// One service's records in one MongoDB collection. Cloning is cheap and clones share the client
+/// and the "indexes are created" state.
+#[derive(Clone)]
+pub struct MongoStore {
+    db: Database,
+    records: Collection<Document>,
+    indexes: Arc<OnceCell<()>>,
+    op_timeout: Duration,
+}
+
+impl std::fmt::Debug for MongoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoStore")
+            .field("db", &self.db.name())
+            .field("collection", &self.records.name())
+            .field("op_timeout", &self.op_timeout)
+            .finish()
     }
 }
+
+impl MongoStore {
+    /// Builds a client for `uri` and a store on `db.collection`. Does not contact the server (a
+    /// `mongodb+srv://` URI does need DNS), so it succeeds while the database is down; fails only
+    /// on a URI the driver can't use. Server selection and connecting give up after `op_timeout`.
+    pub async fn connect(
+        uri: &str,
+        db: &str,
+        collection: &str,
+        op_timeout: Duration,
+    ) -> Result<MongoStore, StoreError> {
+        let mut options = ClientOptions::parse(uri).await.map_err(classify)?;
+        options.server_selection_timeout = Some(op_timeout);
+        options.connect_timeout = Some(op_timeout);
+        if options.app_name.is_none() {
+            options.app_name = Some("saga-breaker".into());
+        }
+        let client = Client::with_options(options).map_err(classify)?;
+        Ok(Self::with_client(client, db, collection, op_timeout))
+    }
+
+    /// A store on `db.collection` over an existing client, so several services in one process
+    /// can share one connection pool. The client's own timeouts apply to server selection;
+    /// `op_timeout` still bounds each operation.
+    pub fn with_client(
+        client: Client,
+        db: &str,
+        collection: &str,
+        op_timeout: Duration,
+    ) -> MongoStore {
+        let db = client.database(db);
+        let records = db.collection::<Document>(collection);
+        MongoStore {
+            db,
+            records,
+            indexes: Arc::new(OnceCell::new()),
+            op_timeout,
+        }
+    }
+
+    /// Runs one driver call under the backstop timer. The driver's own timeouts (server
+    /// selection, connect) normally fire first with a better message; this catches a server
+    /// that accepted the connection and then went silent.
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        call: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T, StoreError> {
+        self.bounded_raw(what, call).await?.map_err(classify)
+    }
+
+    /// [`Self::bounded`] that hands the driver's error back unclassified, for callers that
+    /// treat some errors (a duplicate key) as an answer.
+    async fn bounded_raw<T>(
+        &self,
+        what: &'static str,
+        call: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<mongodb::error::Result<T>, StoreError> {
+        let backstop = self.op_timeout.saturating_mul(2);
+        tokio::time::timeout(backstop, call).await.map_err(|_| {
+            StoreError::Unavailable(Box::new(TimedOut {
+                what,
+                after: backstop,
+            }))
+        })
+    }
+
+    /// Creates the indexes once per store; a failed attempt leaves the cell empty, so the next
+    /// operation tries again. Concurrent first operations wait for the one attempt in flight, so
+    /// no insert can run before the unique index exists.
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.indexes
+            .get_or_try_init(|| async {
+                let key = IndexModel::builder()
+                    .keys(doc! { "key": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .name(KEY_INDEX.to_string())
+                            .unique(true)
+                            .build(),
+                    )
+                    .build();
+                let by_status = IndexModel::builder()
+                    .keys(doc! { "status": 1, "updated_at": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .name(STATUS_INDEX.to_string())
+                            .build(),
+                    )
+                    .build();
+                self.bounded(
+                    "createIndexes",
+                    self.records.create_indexes([key, by_status]),
+                )
+                .await?;
+                tracing::info!(
+                    db = self.db.name(),
+                    collection = self.records.name(),
+                    "indexes ready"
+                );
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn find_one(&self, filter: Document) -> Result<Option<SagaRecord>, StoreError> {
+        self.ready().await?;
+        let found = self.bounded("find", self.records.find_one(filter)).await?;
+        found.map(from_document).transpose()
+    }
+
+    async fn insert_record(&self, rec: &SagaRecord) -> Result<Inserted, StoreError> {
+        self.ready().await?;
+        let document = to_document(rec)?;
+        let inserted = self
+            .bounded_raw("insert", self.records.insert_one(document))
+            .await?;
+        let error = match inserted {
+            Ok(_) => return Ok(Inserted::New),
+            Err(e) if is_duplicate_key(&e) => e,
+            Err(e) => return Err(classify(e)),
+        };
+        // The key (or, by a bug, the id) is taken. The winner's insert is committed by the time
+        // the server reports the conflict, so reading by key finds it.
+        match self.find_one(doc! { "key": &rec.key }).await? {
+            Some(existing) => Ok(Inserted::Existing(existing)),
+            None => Err(StoreError::Backend(Box::new(error))),
+        }
+    }
+
+    async fn replace_record(&self, rec: &SagaRecord, expected: u64) -> Result<bool, StoreError> {
+        self.ready().await?;
+        let next = expected
+            .checked_add(1)
+            .ok_or(StoreError::Backend(Box::new(VersionOverflow)))?;
+        let mut document = to_document(rec)?;
+        document.insert("version", to_i64(next)?);
+        let filter = doc! { "_id": rec.saga_id.to_string(), "version": to_i64(expected)? };
+        let result = self
+            .bounded("replaceOne", self.records.replace_one(filter, document))
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn list(&self, statuses: &[Status], limit: usize) -> Result<Vec<SagaRecord>, StoreError> {
+        // `limit(0)` means "no limit" to MongoDB; to callers it means none.
+        if statuses.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.ready().await?;
+        let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        let find = self
+            .records
+            .find(doc! { "status": { "$in": names } })
+            .sort(doc! { "updated_at": 1, "_id": 1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let documents: Vec<Document> = self
+            .bounded("find", async { find.await?.try_collect().await })
+            .await?;
+        documents.into_iter().map(from_document).collect()
+    }
+
+    async fn count_records(&self) -> Result<u64, StoreError> {
+        self.ready().await?;
+        self.bounded("count", self.records.count_documents(doc! {}))
+            .await
+    }
+
+    async fn ping_server(&self) -> Result<(), StoreError> {
+        self.ready().await?;
+        self.bounded("ping", self.db.run_command(doc! { "ping": 1 }))
+            .await
+            .map(|_| ())
+    }
+}
+
 impl Store for MongoStore {
     fn kind(&self) -> &'static str {
         "mongo"
     }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        todo!()
+        Box::pin(self.ping_server())
     }
-    fn insert<'a>(&'a self, _rec: &'a SagaRecord) -> BoxFuture<'a, Result<Inserted, StoreError>> {
-        todo!()
+
+    fn insert<'a>(&'a self, rec: &'a SagaRecord) -> BoxFuture<'a, Result<Inserted, StoreError>> {
+        Box::pin(self.insert_record(rec))
     }
-    fn get<'a>(&'a self, _id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
-        todo!()
+
+    fn get<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
+        Box::pin(self.find_one(doc! { "_id": id.to_string() }))
     }
+
     fn get_by_key<'a>(
         &'a self,
-        _key: &'a str,
+        key: &'a str,
     ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
-        todo!()
+        Box::pin(self.find_one(doc! { "key": key }))
     }
+
     fn replace<'a>(
         &'a self,
-        _rec: &'a SagaRecord,
-        _v: u64,
+        rec: &'a SagaRecord,
+        expected_version: u64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        todo!()
+        Box::pin(self.replace_record(rec, expected_version))
     }
+
     fn list_by_status<'a>(
         &'a self,
-        _s: &'a [Status],
-        _l: usize,
+        statuses: &'a [Status],
+        limit: usize,
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
-        todo!()
+        Box::pin(self.list(statuses, limit))
     }
+
     fn count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        todo!()
+        Box::pin(self.count_records())
+    }
+}
+
+/// A driver call that outlived the backstop timer.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} got no answer within {after:?}")]
+struct TimedOut {
+    what: &'static str,
+    after: Duration,
+}
+
+/// `version` can't be bumped past what BSON's `Int64` holds.
+#[derive(Debug, thiserror::Error)]
+#[error("record version does not fit in BSON's Int64")]
+struct VersionOverflow;
+
+fn to_i64(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version).map_err(|_| StoreError::Backend(Box::new(VersionOverflow)))
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// Sorts a driver error into "retry later" ([`StoreError::Unavailable`]: no server, network,
+/// timeouts, a node stepping down) and everything else ([`StoreError::Backend`]).
+fn classify(e: mongodb::error::Error) -> StoreError {
+    let transient = match e.kind.as_ref() {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. } => true,
+        ErrorKind::Command(c) => TRANSIENT_CODES.contains(&c.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(c)) => TRANSIENT_CODES.contains(&c.code),
+        _ => e.contains_label("RetryableWriteError"),
+    };
+    if transient {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+fn to_document(rec: &SagaRecord) -> Result<Document, StoreError> {
+    bson::serialize_to_document(&MongoRecord::from(rec.clone()))
+        .map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+fn from_document(document: Document) -> Result<SagaRecord, StoreError> {
+    let id = match document.get("_id") {
+        Some(Bson::String(id)) => id.clone(),
+        Some(other) => other.to_string(),
+        None => "<no _id>".into(),
+    };
+    bson::deserialize_from_document::<MongoRecord>(document)
+        .map(SagaRecord::from)
+        .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))
+}
+
+/// [`SagaRecord`] as stored in MongoDB: the same fields, with BSON dates.
+#[derive(Serialize, Deserialize)]
+struct MongoRecord {
+    #[serde(rename = "_id")]
+    saga_id: SagaId,
+    key: String,
+    fingerprint: String,
+    id: String,
+    count: u32,
+    status: Status,
+    #[serde(with = "json_text")]
+    body: Json,
+    #[serde(default, with = "json_text::option")]
+    next: Option<Json>,
+    #[serde(default)]
+    fallback: Option<Fallback>,
+    #[serde(default)]
+    response: Option<MongoResponse>,
+    #[serde(default)]
+    history: Vec<MongoEvent>,
+    #[serde(default)]
+    attempts: u32,
+    version: u64,
+    #[serde(with = "bson_date")]
+    created_at: DateTime<Utc>,
+    #[serde(with = "bson_date")]
+    updated_at: DateTime<Utc>,
+}
+
+/// [`SavedResponse`] as stored in MongoDB.
+#[derive(Serialize, Deserialize)]
+struct MongoResponse {
+    status: u16,
+    #[serde(with = "json_text")]
+    body: Json,
+}
+
+/// [`HistoryEvent`] as stored in MongoDB.
+#[derive(Serialize, Deserialize)]
+struct MongoEvent {
+    #[serde(with = "bson_date")]
+    at: DateTime<Utc>,
+    step: String,
+    status: Status,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    reason: String,
+}
+
+impl From<SagaRecord> for MongoRecord {
+    fn from(rec: SagaRecord) -> Self {
+        let SagaRecord {
+            saga_id,
+            key,
+            fingerprint,
+            id,
+            count,
+            status,
+            body,
+            next,
+            fallback,
+            response,
+            history,
+            attempts,
+            version,
+            created_at,
+            updated_at,
+        } = rec;
+        MongoRecord {
+            saga_id,
+            key,
+            fingerprint,
+            id,
+            count,
+            status,
+            body,
+            next,
+            fallback,
+            response: response.map(|SavedResponse { status, body }| MongoResponse { status, body }),
+            history: history.into_iter().map(MongoEvent::from).collect(),
+            attempts,
+            version,
+            created_at,
+            updated_at,
+        }
+    }
+}
+
+impl From<MongoRecord> for SagaRecord {
+    fn from(rec: MongoRecord) -> Self {
+        let MongoRecord {
+            saga_id,
+            key,
+            fingerprint,
+            id,
+            count,
+            status,
+            body,
+            next,
+            fallback,
+            response,
+            history,
+            attempts,
+            version,
+            created_at,
+            updated_at,
+        } = rec;
+        SagaRecord {
+            saga_id,
+            key,
+            fingerprint,
+            id,
+            count,
+            status,
+            body,
+            next,
+            fallback,
+            response: response.map(|MongoResponse { status, body }| SavedResponse { status, body }),
+            history: history.into_iter().map(HistoryEvent::from).collect(),
+            attempts,
+            version,
+            created_at,
+            updated_at,
+        }
+    }
+}
+
+impl From<HistoryEvent> for MongoEvent {
+    fn from(event: HistoryEvent) -> Self {
+        let HistoryEvent {
+            at,
+            step,
+            status,
+            reason,
+        } = event;
+        MongoEvent {
+            at,
+            step,
+            status,
+            reason,
+        }
+    }
+}
+
+impl From<MongoEvent> for HistoryEvent {
+    fn from(event: MongoEvent) -> Self {
+        let MongoEvent {
+            at,
+            step,
+            status,
+            reason,
+        } = event;
+        HistoryEvent {
+            at,
+            step,
+            status,
+            reason,
+        }
+    }
+}
+
+/// `chrono` ⇄ BSON date (milliseconds since the epoch; sub-millisecond digits are dropped).
+mod bson_date {
+    use chrono::{DateTime, Utc};
+    use mongodb::bson;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        bson::DateTime::from_millis(at.timestamp_millis()).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let millis = bson::DateTime::deserialize(d)?.timestamp_millis();
+        DateTime::from_timestamp_millis(millis).ok_or_else(|| {
+            serde::de::Error::custom(format!("date out of range: {millis} ms since the epoch"))
+        })
+    }
+}
+
+/// A JSON value ⇄ its JSON text (see the module docs for why).
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_json::Value;
+
+    pub fn serialize<S: Serializer>(value: &Value, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&value.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use serde_json::Value;
+
+        pub fn serialize<S: Serializer>(value: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(value) => super::serialize(value, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| serde_json::from_str(&text).map_err(serde::de::Error::custom))
+                .transpose()
+        }
     }
 }
