@@ -115,7 +115,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::warn!(error = %self, status = status.as_u16(), "request failed");
+            let cause = std::error::Error::source(&self)
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            tracing::warn!(error = %self, %cause, status = status.as_u16(), "request failed");
         }
         let mut res = (status, Json(self.body())).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

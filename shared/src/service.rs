@@ -95,6 +95,8 @@ pub fn state_with_store<P: Part>(
     config: Config,
     store: Arc<dyn Store>,
 ) -> Result<Arc<AppState>, StartError> {
+    // Metric handles are taken when a breaker is built: the recorder must exist first.
+    let _ = crate::telemetry::prometheus();
     let hop = match &config.chain_svc {
         Some(url) => {
             let next = P::NEXT.or(url.host_str()).unwrap_or("next");

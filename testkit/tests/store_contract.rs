@@ -188,6 +188,29 @@ mod mongo {
         );
     }
 
+    /// A restarted service opens a store on a collection whose indexes exist already (FerretDB
+    /// v1 used to drop the connection on the repeated createIndexes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_store_on_an_existing_collection_gets_ready() {
+        let Some(server) = testkit::mongo::mongo().await else {
+            eprintln!("skipped: no MongoDB");
+            return;
+        };
+        let db_name = unique_db_name("second_store");
+        let first = MongoStore::connect(server.uri(), &db_name, "records", OP_TIMEOUT)
+            .await
+            .expect("connect");
+        first.ping().await.expect("the first store gets ready");
+        drop(first);
+        let second = MongoStore::connect(server.uri(), &db_name, "records", OP_TIMEOUT)
+            .await
+            .expect("connect");
+        second
+            .ping()
+            .await
+            .expect("a store on an existing collection gets ready");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn indexes_exist_after_ping() {
         let Some(server) = testkit::mongo::mongo().await else {

@@ -177,11 +177,28 @@ impl MongoStore {
                             .build(),
                     )
                     .build();
-                self.bounded(
-                    "createIndexes",
-                    self.records.create_indexes([key, by_status]),
-                )
-                .await?;
+                // Create only what is missing: FerretDB v1 drops the connection (a server-side
+                // panic) on a createIndexes whose indexes all exist already, i.e. on every
+                // restart. An absent collection simply has no indexes yet.
+                let existing = match self
+                    .bounded_raw("listIndexes", self.records.list_index_names())
+                    .await?
+                {
+                    Ok(names) => names,
+                    Err(e) if is_namespace_not_found(&e) => Vec::new(),
+                    Err(e) => return Err(classify(e)),
+                };
+                let missing: Vec<IndexModel> = [key, by_status]
+                    .into_iter()
+                    .filter(|m| {
+                        let name = m.options.as_ref().and_then(|o| o.name.as_deref());
+                        !name.is_some_and(|n| existing.iter().any(|e| e == n))
+                    })
+                    .collect();
+                if !missing.is_empty() {
+                    self.bounded("createIndexes", self.records.create_indexes(missing))
+                        .await?;
+                }
                 tracing::info!(
                     db = self.db.name(),
                     collection = self.records.name(),
@@ -324,6 +341,11 @@ struct VersionOverflow;
 
 fn to_i64(version: u64) -> Result<i64, StoreError> {
     i64::try_from(version).map_err(|_| StoreError::Backend(Box::new(VersionOverflow)))
+}
+
+/// `NamespaceNotFound` (26): listing the indexes of a collection that does not exist yet.
+fn is_namespace_not_found(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, ErrorKind::Command(c) if c.code == 26)
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
