@@ -2,7 +2,7 @@
 
 use payment::Payment;
 use serde::{Deserialize, Serialize};
-use shared::saga::BusinessId;
+use shared::field::BusinessId;
 use shared::Part;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

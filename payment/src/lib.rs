@@ -1,7 +1,7 @@
 //! payment stores `Payment` records in `payments` and forwards `shipment` to the next hop.
 
 use serde::{Deserialize, Serialize};
-use shared::saga::BusinessId;
+use shared::field::BusinessId;
 use shared::Part;
 use shipment::Shipment;
 

@@ -114,7 +114,9 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if let Self::Injected { .. } = self {
+            tracing::info!(error = %self, status = status.as_u16(), "injected failure");
+        } else if status.is_server_error() {
             let cause = std::error::Error::source(&self)
                 .map(|c| c.to_string())
                 .unwrap_or_default();

@@ -7,6 +7,7 @@
 
 pub mod breaker;
 pub mod config;
+pub mod field;
 pub mod hop;
 pub mod http;
 pub mod saga;

@@ -60,36 +60,6 @@ impl std::str::FromStr for SagaId {
     }
 }
 
-/// The client's `id` field: business data (the seed posts `"1"` again and again), never a key.
-/// 1 to 128 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct BusinessId(String);
-
-impl TryFrom<String> for BusinessId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        if s.is_empty() || s.chars().count() > 128 || s.chars().any(char::is_control) {
-            return Err(format!(
-                "expected 1 to 128 characters without control characters, got {s:?}"
-            ));
-        }
-        Ok(Self(s))
-    }
-}
-
-impl From<BusinessId> for String {
-    fn from(id: BusinessId) -> Self {
-        id.0
-    }
-}
-
-impl BusinessId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 /// Where a record stands. `Completed`, `Compensated` and `Failed` are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
