@@ -123,6 +123,12 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, %cause, status = status.as_u16(), "request failed");
         }
         let mut res = (status, Json(self.body())).into_response();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was never read: say the connection ends here, so a
+            // keep-alive client doesn't send its next request into a closed socket.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
