@@ -8,6 +8,8 @@
 //! remaining time budget (so no hop waits longer than its caller will).
 
 use crate::breaker::{Breaker, BreakerError, Failure};
+use crate::config::RetryConfig;
+use crate::retry::{self, RetryBudget, Verdict};
 use crate::saga::SagaId;
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Client, Url};
@@ -109,10 +111,16 @@ pub struct Hop {
     url: Url,
     client: Client,
     breaker: Arc<Breaker>,
+    retry: RetryConfig,
+    budget: RetryBudget,
 }
 
 impl Hop {
-    pub fn new(url: Url, breaker: Arc<Breaker>) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        url: Url,
+        breaker: Arc<Breaker>,
+        retry: RetryConfig,
+    ) -> Result<Self, reqwest::Error> {
         let client = Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
@@ -122,6 +130,8 @@ impl Hop {
             url,
             client,
             breaker,
+            retry,
+            budget: RetryBudget::default(),
         })
     }
 
@@ -139,9 +149,40 @@ impl Hop {
         format!("{saga}/{service}")
     }
 
-    /// POSTs `body` to the next hop's `/create?count=<count>` through the breaker.
-    /// `deadline` is when the caller stops waiting; the hop gets what is left of it minus a margin.
+    /// POSTs `body` to the next hop's `/create?count=<count>` through the breaker, retrying
+    /// transient failures (`RETRY_*`, full jitter, within the hop's retry budget and the
+    /// deadline). `deadline` is when the caller stops waiting; each attempt gets what is left
+    /// of it minus a margin. Returns the answer and how many attempts it took.
     pub async fn forward(
+        &self,
+        key: &str,
+        count: u32,
+        body: &serde_json::Value,
+        deadline: Instant,
+    ) -> (Result<serde_json::Value, ForwardError>, u32) {
+        let (result, attempts, _) = retry::run(
+            self.breaker.name(),
+            &self.retry,
+            &self.budget,
+            deadline,
+            |e: &ForwardError| match e {
+                // An open breaker, a refusal and a spent deadline don't pass by retrying.
+                ForwardError::Breaker(BreakerError::Rejected) | ForwardError::DeadlineSpent => {
+                    Verdict::Stop
+                }
+                ForwardError::Breaker(BreakerError::Failed(h)) if !h.counts_as_failure() => {
+                    Verdict::Stop
+                }
+                _ => Verdict::Retry,
+            },
+            |_| self.attempt(key, count, body, deadline),
+        )
+        .await;
+        (result, attempts)
+    }
+
+    /// One attempt through the breaker.
+    async fn attempt(
         &self,
         key: &str,
         count: u32,

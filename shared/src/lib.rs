@@ -10,6 +10,7 @@ pub mod config;
 pub mod field;
 pub mod hop;
 pub mod http;
+pub mod retry;
 pub mod saga;
 pub mod service;
 pub mod store;

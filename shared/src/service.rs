@@ -102,7 +102,10 @@ pub fn state_with_store<P: Part>(
             let next = P::NEXT.or(url.host_str()).unwrap_or("next");
             let name = format!("{}->{next}", P::SERVICE);
             let breaker = Arc::new(Breaker::new(name, config.breaker.clone()));
-            Some(Hop::new(url.clone(), breaker).map_err(|e| StartError::Client(e.to_string()))?)
+            Some(
+                Hop::new(url.clone(), breaker, config.retry)
+                    .map_err(|e| StartError::Client(e.to_string()))?,
+            )
         }
         None => None,
     };
@@ -544,9 +547,10 @@ async fn process(
     let read = rec.version;
     match (state.hop.as_ref(), forward) {
         (Some(hop), Some(part)) => {
-            rec.attempts += 1;
             let key = Hop::key_for(&rec.saga_id, state.service);
-            match hop.forward(&key, rec.count, &part, deadline).await {
+            let (answer, tries) = hop.forward(&key, rec.count, &part, deadline).await;
+            rec.attempts += tries;
+            match answer {
                 Ok(next) => {
                     let downstream = next.get("status").and_then(|s| s.as_str()).unwrap_or("");
                     let status = if downstream == "degraded" {

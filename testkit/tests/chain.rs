@@ -143,3 +143,29 @@ async fn kernel_routes_answer() {
     assert!(m.text.contains("breaker_events_total"), "{}", m.text);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn retries_reuse_the_hop_key_so_the_callee_stores_one_record() {
+    let s = mongo_stack_or_skip!(
+        &[
+            ("ERR_RATE", "1"),
+            ("RETRY_MAX_ATTEMPTS", "3"),
+            ("RETRY_BASE_MS", "1"),
+            ("RETRY_CAP_MS", "5"),
+            ("BREAKER_MIN_CALLS", "100"),
+        ],
+        &["shipment"]
+    );
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let pay_id = r.json["next"]["saga_id"].as_str().expect("payment saga id");
+    let pay = s.get(Svc::Payment, &format!("/payments/{pay_id}")).await;
+    assert_eq!(pay.json["attempts"], 3, "{}", pay.text);
+    assert_eq!(pay.json["status"], "degraded");
+    assert_eq!(
+        s.count(Svc::Shipment).await,
+        1,
+        "three attempts with one idempotency key are one shipment"
+    );
+    s.stop().await;
+}
