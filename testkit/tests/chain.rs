@@ -169,3 +169,22 @@ async fn retries_reuse_the_hop_key_so_the_callee_stores_one_record() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_spent_deadline_fails_fast_without_calling_the_next_hop() {
+    let s = TestStack::embedded(&[], &[]).await;
+    let r = s
+        .post_with(Svc::Order, "/create", &seed(), &[("x-deadline-ms", "2")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "degraded");
+    assert_eq!(r.json["fallback"]["reason"], "deadline", "{}", r.text);
+    assert_eq!(s.count(Svc::Order).await, 1, "the order itself is accepted");
+    assert_eq!(s.count(Svc::Payment).await, 0, "payment was never called");
+    // A generous budget passes through all three hops.
+    let r = s
+        .post_with(Svc::Order, "/create", &seed(), &[("x-deadline-ms", "5000")])
+        .await;
+    assert_eq!(r.json["status"], "completed", "{}", r.text);
+    s.stop().await;
+}
