@@ -75,7 +75,11 @@ async fn malformed_input_is_rejected_with_the_field_named() {
     big["items"] = json!(vec!["x".repeat(100); 20]);
     let r = s.post(Svc::Order, "/create", &big).await;
     assert_rejected(&s, &r, 413, "payload_too_large").await;
-    assert_eq!(r.header("connection"), Some("close"), "the unread body ends the connection");
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "the unread body ends the connection"
+    );
 
     let r = s
         .post_with(Svc::Order, "/create", &seed(), &[("idempotency-key", " ")])
