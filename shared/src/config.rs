@@ -81,6 +81,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `CHAOS_ENABLED`: expose the fault-injection API.
     pub chaos_enabled: bool,
+    /// `CHAOS_TOKEN`: when set, `/chaos` needs `Authorization: Bearer <token>`.
+    pub chaos_token: Option<String>,
     pub log_format: LogFormat,
 }
 
@@ -318,6 +320,7 @@ impl Config {
         );
         let request_timeout = r.millis("REQUEST_TIMEOUT_MS", 10_000, 10, DAY_MS);
         let chaos_enabled = r.bool("CHAOS_ENABLED", false);
+        let chaos_token = r.raw("CHAOS_TOKEN");
         let log_format = r.parse(
             "LOG_FORMAT",
             LogFormat::Pretty,
@@ -348,6 +351,7 @@ impl Config {
             max_body_bytes,
             request_timeout,
             chaos_enabled,
+            chaos_token,
             log_format,
         })
     }

@@ -21,8 +21,15 @@ use tokio::time::Instant;
 pub const DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-deadline-ms");
 /// The idempotency header, the same one clients use.
 pub const IDEMPOTENCY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
-/// Left for the caller to answer in, once the hop's time is taken off its budget.
-pub const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+/// The least a caller keeps for itself out of a time budget.
+pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// What a caller keeps out of `budget` to persist and answer in: a tenth, at least 5 ms. Every
+/// hop keeps its margin, so a callee always answers (if only with its own fallback) before its
+/// caller stops waiting, instead of all nested timeouts firing at the same moment.
+pub fn deadline_margin(budget: Duration) -> Duration {
+    (budget / 10).max(MIN_DEADLINE_MARGIN)
+}
 
 /// How a hop call failed, before the breaker has its say.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -191,9 +198,12 @@ impl Hop {
     ) -> Result<serde_json::Value, ForwardError> {
         let left = deadline.saturating_duration_since(Instant::now());
         let budget = left
-            .checked_sub(DEADLINE_MARGIN)
+            .checked_sub(deadline_margin(left))
             .filter(|b| !b.is_zero())
             .ok_or(ForwardError::DeadlineSpent)?;
+        // We wait `wait`; the callee is told less, so its answer arrives before we give up.
+        let wait = budget.min(self.breaker.config().timeout);
+        let sent_budget = wait.saturating_sub(deadline_margin(wait));
         let mut url = self.url.clone();
         url.query_pairs_mut()
             .clear()
@@ -204,8 +214,6 @@ impl Hop {
         let value = self
             .breaker
             .call(Some(budget), || async {
-                // The callee gets at most what the breaker waits for.
-                let sent_budget = budget.min(self.breaker.config().timeout);
                 let res = self
                     .client
                     .post(url)

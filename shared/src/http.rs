@@ -33,6 +33,12 @@ pub enum ApiError {
     /// `INJECT_ERR`: the original demo's random failure, after the record was persisted.
     #[error("injected failure (INJECT_ERR=1, ERR_RATE={rate}); saga {saga_id} was persisted")]
     Injected { rate: f64, saga_id: String },
+    /// A fault set through `PUT /chaos`: nothing was accepted.
+    #[error("fault injected through /chaos ({what}); nothing was accepted")]
+    Chaos { status: u16, what: &'static str },
+    /// `/chaos` without the right `Authorization: Bearer` token.
+    #[error("the chaos API needs Authorization: Bearer <CHAOS_TOKEN>")]
+    Unauthorized,
     /// Our own database is unreachable: nothing was accepted.
     #[error("database unavailable, nothing was accepted; retry later")]
     Unavailable(#[source] StoreError),
@@ -69,6 +75,10 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Injected { .. } => StatusCode::BAD_GATEWAY,
+            Self::Chaos { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            }
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -82,6 +92,8 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::Injected { .. } => "injected",
+            Self::Chaos { .. } => "chaos",
+            Self::Unauthorized => "unauthorized",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -114,7 +126,7 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let Self::Injected { .. } = self {
+        if let Self::Injected { .. } | Self::Chaos { .. } = self {
             tracing::info!(error = %self, status = status.as_u16(), "injected failure");
         } else if status.is_server_error() {
             let cause = std::error::Error::source(&self)

@@ -6,6 +6,7 @@
 //! once, one concept per module.
 
 pub mod breaker;
+pub mod chaos;
 pub mod config;
 pub mod field;
 pub mod hop;

@@ -7,6 +7,7 @@
 //! and starting/stopping the server.
 
 use crate::breaker::Breaker;
+use crate::chaos::{Chaos, Faults};
 use crate::config::{Config, StoreConfig};
 use crate::hop::{incoming_deadline, Hop, IDEMPOTENCY_HEADER};
 use crate::http::{self, ApiError};
@@ -54,12 +55,22 @@ pub struct AppState {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub hop: Option<Hop>,
+    /// Faults set through `/chaos` (only with `CHAOS_ENABLED`).
+    pub chaos: Chaos,
+    /// Cancelled when the service stops: ends injected hangs and waits.
+    pub shutdown: CancellationToken,
 }
 
 /// The service's router: the shared kernel plus `POST /create` and `GET /<collection>/{id}`.
 pub fn app<P: Part>(state: Arc<AppState>) -> Router {
     let record_path = format!("/{}/{{id}}", state.collection);
+    let chaos = if state.config.chaos_enabled {
+        Router::new().route("/chaos", get(chaos_get).put(chaos_put).delete(chaos_delete))
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(chaos)
         .route("/", get(hello))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -121,6 +132,8 @@ pub fn state_with_store<P: Part>(
         config,
         store,
         hop,
+        chaos: Chaos::default(),
+        shutdown: CancellationToken::new(),
     }))
 }
 
@@ -177,7 +190,7 @@ pub async fn serve<P: Part>(state: Arc<AppState>) -> Result<Running, StartError>
     let addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    let shutdown = CancellationToken::new();
+    let shutdown = state.shutdown.clone();
     let router = app::<P>(state.clone());
     let stop = shutdown.clone();
     let service = state.service;
@@ -271,6 +284,96 @@ async fn breaker(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
         "next_hop": state.hop.as_ref().map(|h| h.url().as_str()),
         "breaker": state.hop.as_ref().map(|h| h.breaker().snapshot()),
     }))
+}
+
+/// Applies the faults set through `/chaos`, before anything is accepted.
+async fn apply_chaos(state: &AppState) -> Result<(), ApiError> {
+    if !state.config.chaos_enabled {
+        return Ok(());
+    }
+    let faults = state.chaos.get();
+    if !faults.is_active() {
+        return Ok(());
+    }
+    let wait = if faults.hang {
+        state.config.request_timeout
+    } else {
+        faults.latency()
+    };
+    if !wait.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+    }
+    if faults.hang {
+        return Err(ApiError::Chaos {
+            status: 503,
+            what: "hang",
+        });
+    }
+    match faults.roll_error() {
+        Some(status) => Err(ApiError::Chaos {
+            status,
+            what: "error",
+        }),
+        None => Ok(()),
+    }
+}
+
+fn chaos_authorized(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &state.config.chaos_token else {
+        return Ok(());
+    };
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if sent.is_some_and(|s| s.trim() == token) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+async fn chaos_get(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Faults>, ApiError> {
+    chaos_authorized(&state, &headers)?;
+    Ok(Json(state.chaos.get()))
+}
+
+async fn chaos_put(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Faults>, ApiError> {
+    chaos_authorized(&state, &headers)?;
+    require_json(&headers)?;
+    let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let faults: Faults =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
+            .map_err(|e| {
+                let field = e.path().to_string();
+                ApiError::bad_request(
+                    "invalid_field",
+                    format!("invalid faults: {}", e.into_inner()),
+                    (field != ".").then_some(field),
+                )
+            })?;
+    faults.validate()?;
+    state.chaos.set(state.service, faults.clone());
+    Ok(Json(faults))
+}
+
+async fn chaos_delete(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Faults>, ApiError> {
+    chaos_authorized(&state, &headers)?;
+    state.chaos.set(state.service, Faults::default());
+    Ok(Json(Faults::default()))
 }
 
 /// A record as the API shows it.
@@ -457,6 +560,7 @@ async fn create<P: Part>(
     body: Body,
 ) -> Result<Response, ApiError> {
     let deadline = incoming_deadline(&headers, state.config.request_timeout);
+    apply_chaos(&state).await?;
     require_json(&headers)?;
     let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
     let (part, canonical) = parse_part::<P>(&bytes)?;

@@ -1,0 +1,120 @@
+//! Faults switched at runtime through `/chaos`, seen from the caller's side.
+
+use serde_json::json;
+use testkit::{reply, seed, Svc, TestStack};
+
+async fn put(
+    s: &TestStack,
+    svc: Svc,
+    faults: serde_json::Value,
+    token: Option<&str>,
+) -> testkit::Reply {
+    let mut req = s
+        .http
+        .put(format!("{}/chaos", s.url(svc)))
+        .header("content-type", "application/json")
+        .body(faults.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    reply(req.send().await.expect("PUT /chaos")).await
+}
+
+#[tokio::test]
+async fn faults_switch_at_runtime_and_the_caller_degrades_with_the_reason() {
+    let s = TestStack::embedded(
+        &[
+            ("CHAOS_ENABLED", "true"),
+            ("BREAKER_MIN_CALLS", "100"),
+            ("BREAKER_TIMEOUT_MS", "200"),
+        ],
+        &[],
+    )
+    .await;
+    let r = put(
+        &s,
+        Svc::Shipment,
+        json!({"error_rate": 1, "status": 500}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(s.get(Svc::Shipment, "/chaos").await.json["error_rate"], 1.0);
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!(
+        r.json["next"]["fallback"]["reason"], "http 500",
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        s.count(Svc::Shipment).await,
+        0,
+        "a chaos failure accepts nothing"
+    );
+
+    // A hang: the breaker's timeout answers for shipment.
+    put(&s, Svc::Shipment, json!({"hang": true}), None).await;
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!(
+        r.json["next"]["fallback"]["reason"], "timeout",
+        "{}",
+        r.text
+    );
+
+    // Added latency under the timeout: slower, still complete.
+    put(
+        &s,
+        Svc::Shipment,
+        json!({"latency_ms": 20, "latency_max_ms": 40}),
+        None,
+    )
+    .await;
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!(r.json["status"], "completed", "{}", r.text);
+
+    let cleared = s
+        .http
+        .delete(format!("{}/chaos", s.url(Svc::Shipment)))
+        .send()
+        .await
+        .expect("DELETE /chaos");
+    assert_eq!(cleared.status(), 200);
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!(r.json["status"], "completed", "{}", r.text);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_faults_are_refused_naming_the_field() {
+    let s = TestStack::embedded(&[("CHAOS_ENABLED", "1")], &[]).await;
+    let r = put(&s, Svc::Order, json!({"error_rate": 2}), None).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json["field"], "error_rate");
+    let r = put(&s, Svc::Order, json!({"hang": "yes"}), None).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json["field"], "hang");
+    let r = put(&s, Svc::Order, json!({"surprise": 1}), None).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(s.get(Svc::Order, "/chaos").await.json["error_rate"], 0.0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_chaos_api_is_absent_unless_enabled_and_guarded_by_its_token() {
+    let off = TestStack::embedded(&[], &[]).await;
+    assert_eq!(off.get(Svc::Order, "/chaos").await.status, 404);
+    off.stop().await;
+
+    let s = TestStack::embedded(&[("CHAOS_ENABLED", "true"), ("CHAOS_TOKEN", "s3cret")], &[]).await;
+    let r = put(&s, Svc::Order, json!({"error_rate": 1}), None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json["error"], "unauthorized");
+    let r = put(&s, Svc::Order, json!({"error_rate": 1}), Some("wrong")).await;
+    assert_eq!(r.status, 401);
+    let r = put(&s, Svc::Order, json!({"error_rate": 1}), Some("s3cret")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json["error"], "chaos");
+    s.stop().await;
+}
