@@ -1,3 +1,4 @@
 //! The `saga` command line as a library, so tests drive the same code the binary runs.
 
 pub mod up;
+pub mod verify;

@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Start order, payment and shipment in this process (embedded store unless MONGO_URL).
     Up(saga::up::UpArgs),
+    /// Check the saga's invariants across the three collections; exit 1 on a violation.
+    Verify(saga::verify::VerifyArgs),
 }
 
 #[tokio::main]
@@ -31,6 +33,11 @@ async fn main() -> ExitCode {
     let _ = shared::telemetry::prometheus();
     let result = match cli.command {
         Command::Up(args) => saga::up::run(args).await,
+        Command::Verify(args) => match saga::verify::run(args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -188,3 +188,34 @@ async fn a_spent_deadline_fails_fast_without_calling_the_next_hop() {
     assert_eq!(r.json["status"], "completed", "{}", r.text);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn saga_verify_passes_on_completed_chains_and_flags_a_lost_order() {
+    let s = mongo_stack_or_skip!(&[], &[]);
+    for _ in 0..3 {
+        let r = s.post(Svc::Order, "/create", &seed()).await;
+        assert_eq!(r.json["status"], "completed", "{}", r.text);
+    }
+    let testkit::Backing::Mongo { server, db } = &s.backing else {
+        unreachable!("a mongo stack")
+    };
+    let args = saga::verify::VerifyArgs {
+        mongo_url: Some(server.uri().to_string()),
+        mongo_db: db.clone(),
+        data_dir: "unused".into(),
+        stuck_after: 300,
+        json: false,
+    };
+    assert!(saga::verify::run(args.clone()).await.expect("verify reads the collections"));
+
+    // Lose one order behind the services' back: its payment is now an orphan.
+    let client = mongodb::Client::with_uri_str(server.uri()).await.expect("client");
+    client
+        .database(db)
+        .collection::<mongodb::bson::Document>("orders")
+        .delete_one(mongodb::bson::doc! {})
+        .await
+        .expect("delete one order");
+    assert!(!saga::verify::run(args).await.expect("verify reads the collections"));
+    s.stop().await;
+}

@@ -1,0 +1,295 @@
+//! `saga verify`: check the cross-collection invariants of the saga from the databases.
+//!
+//! The services only ever see their own collection; this is the one place that reads all
+//! three and checks that they agree (DESIGN §4): every completed order has its payment and that
+//! payment its shipment, every compensated order's payment is refunded, no idempotency key is
+//! used twice, nothing is left non-terminal for longer than `--stuck-after`. The parent/child
+//! link is the hop key: payment's key is `<order saga id>/order`, shipment's
+//! `<payment saga id>/payment` (see `shared::hop::Hop::key_for`).
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use shared::hop::Hop;
+use shared::saga::{SagaId, SagaRecord, Status};
+use shared::store::{EmbeddedStore, MongoStore, Store};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// MongoDB connection string; without it the embedded store under --data-dir is read (stop
+    /// the services first: redb files are opened exclusively).
+    #[arg(long, env = "MONGO_URL")]
+    pub mongo_url: Option<String>,
+    #[arg(long, env = "MONGO_DB", default_value = "saga")]
+    pub mongo_db: String,
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// A pending or degraded record older than this many seconds counts as stuck.
+    #[arg(long, default_value_t = 300)]
+    pub stuck_after: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const ALL: [Status; 5] = [
+    Status::Pending,
+    Status::Degraded,
+    Status::Completed,
+    Status::Compensated,
+    Status::Failed,
+];
+
+/// What `verify` found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    /// Records per collection and status.
+    pub counts: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// The checks, on records already read: pure, so they are unit-tested on hand-made records.
+pub fn check(
+    orders: &[SagaRecord],
+    payments: &[SagaRecord],
+    shipments: &[SagaRecord],
+    now: DateTime<Utc>,
+    stuck_after: Duration,
+) -> Report {
+    let mut r = Report::default();
+    for (name, recs) in [
+        ("orders", orders),
+        ("payments", payments),
+        ("shipments", shipments),
+    ] {
+        let counts = r.counts.entry(name).or_default();
+        for s in ALL {
+            counts.insert(s.as_str(), 0);
+        }
+        let mut keys: HashMap<&str, u32> = HashMap::new();
+        for rec in recs {
+            *counts.entry(rec.status.as_str()).or_default() += 1;
+            *keys.entry(rec.key.as_str()).or_default() += 1;
+            let age = now.signed_duration_since(rec.updated_at);
+            if !rec.status.is_terminal() && age.to_std().is_ok_and(|a| a > stuck_after) {
+                r.violations.push(format!(
+                    "{name} {} is stuck in {} since {}",
+                    rec.saga_id, rec.status, rec.updated_at
+                ));
+            }
+        }
+        for (key, n) in keys {
+            if n > 1 {
+                r.violations.push(format!(
+                    "{name}: idempotency key {key:?} is used by {n} records"
+                ));
+            }
+        }
+    }
+
+    let by_key = |recs: &'_ [SagaRecord]| -> HashMap<String, usize> {
+        recs.iter()
+            .enumerate()
+            .map(|(i, rec)| (rec.key.clone(), i))
+            .collect()
+    };
+    let pay_by_key = by_key(payments);
+    let ship_by_key = by_key(shipments);
+    let order_ids: HashMap<SagaId, ()> = orders.iter().map(|o| (o.saga_id, ())).collect();
+
+    for order in orders {
+        let payment = pay_by_key
+            .get(&Hop::key_for(&order.saga_id, "order"))
+            .map(|&i| &payments[i]);
+        match (order.status, payment) {
+            (Status::Completed, None) => r
+                .violations
+                .push(format!("completed order {} has no payment", order.saga_id)),
+            (Status::Completed, Some(p)) => {
+                if p.status != Status::Completed {
+                    r.violations.push(format!(
+                        "completed order {} has payment {} in {}",
+                        order.saga_id, p.saga_id, p.status
+                    ));
+                }
+                if !ship_by_key.contains_key(&Hop::key_for(&p.saga_id, "payment")) {
+                    r.violations.push(format!(
+                        "completed order {}: payment {} has no shipment",
+                        order.saga_id, p.saga_id
+                    ));
+                }
+            }
+            (Status::Compensated, Some(p)) if p.status != Status::Compensated => {
+                r.violations.push(format!(
+                    "compensated order {}: payment {} is {} instead of refunded",
+                    order.saga_id, p.saga_id, p.status
+                ))
+            }
+            _ => {}
+        }
+    }
+    // A payment made for an order must have that order: otherwise an accepted order was lost.
+    for p in payments {
+        if let Some(parent) = p.key.strip_suffix("/order") {
+            if let Ok(id) = parent.parse::<SagaId>() {
+                if !order_ids.contains_key(&id) {
+                    r.violations.push(format!(
+                        "payment {} belongs to a missing order {id}",
+                        p.saga_id
+                    ));
+                }
+            }
+        }
+    }
+    r
+}
+
+async fn read(store: &dyn Store) -> anyhow::Result<Vec<SagaRecord>> {
+    store
+        .list_by_status(&ALL, usize::MAX)
+        .await
+        .with_context(|| format!("reading the {} store", store.kind()))
+}
+
+async fn open(args: &VerifyArgs, collection: &str) -> anyhow::Result<Box<dyn Store>> {
+    Ok(match &args.mongo_url {
+        Some(url) => Box::new(
+            MongoStore::connect(url, &args.mongo_db, collection, Duration::from_secs(5)).await?,
+        ),
+        None => Box::new(
+            EmbeddedStore::open(&args.data_dir, collection).with_context(|| {
+                format!(
+                    "opening {}/{collection}.redb (are the services still running?)",
+                    args.data_dir.display()
+                )
+            })?,
+        ),
+    })
+}
+
+/// Reads the three collections, checks, prints; `Ok(false)` when an invariant is violated.
+pub async fn run(args: VerifyArgs) -> anyhow::Result<bool> {
+    let orders = read(&*open(&args, "orders").await?).await?;
+    let payments = read(&*open(&args, "payments").await?).await?;
+    let shipments = read(&*open(&args, "shipments").await?).await?;
+    let report = check(
+        &orders,
+        &payments,
+        &shipments,
+        Utc::now(),
+        Duration::from_secs(args.stuck_after),
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(report.ok())
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "{:<10} {:>8} {:>8} {:>10} {:>12} {:>7} {:>7}",
+        "", "pending", "degraded", "completed", "compensated", "failed", "total"
+    );
+    for (name, c) in &r.counts {
+        let get = |s: &str| c.get(s).copied().unwrap_or(0);
+        let total: u64 = c.values().sum();
+        println!(
+            "{:<10} {:>8} {:>8} {:>10} {:>12} {:>7} {:>7}",
+            name,
+            get("pending"),
+            get("degraded"),
+            get("completed"),
+            get("compensated"),
+            get("failed"),
+            total
+        );
+    }
+    if r.ok() {
+        println!("\nok: no invariant violated");
+    } else {
+        println!("\n{} violation(s):", r.violations.len());
+        for v in r.violations.iter().take(50) {
+            println!("  - {v}");
+        }
+        if r.violations.len() > 50 {
+            println!("  … and {} more", r.violations.len() - 50);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: String, status: Status) -> SagaRecord {
+        let mut r = SagaRecord::accepted(key, "f".into(), "1".into(), 1, serde_json::json!({}));
+        r.status = status;
+        r
+    }
+
+    fn chain(status: Status) -> (SagaRecord, SagaRecord, SagaRecord) {
+        let o = rec("k".into(), status);
+        let p = rec(Hop::key_for(&o.saga_id, "order"), status);
+        let s = rec(Hop::key_for(&p.saga_id, "payment"), Status::Completed);
+        (o, p, s)
+    }
+
+    fn violations(o: &[SagaRecord], p: &[SagaRecord], s: &[SagaRecord]) -> Vec<String> {
+        check(o, p, s, Utc::now(), Duration::from_secs(300)).violations
+    }
+
+    #[test]
+    fn a_complete_chain_passes() {
+        let (o, p, s) = chain(Status::Completed);
+        assert!(violations(&[o], &[p], &[s]).is_empty());
+    }
+
+    #[test]
+    fn a_completed_order_without_payment_or_shipment_is_a_violation() {
+        let (o, p, _) = chain(Status::Completed);
+        assert_eq!(violations(std::slice::from_ref(&o), &[], &[]).len(), 1);
+        let v = violations(&[o], &[p], &[]);
+        assert!(v[0].contains("has no shipment"), "{v:?}");
+    }
+
+    #[test]
+    fn a_payment_without_its_order_is_a_lost_order() {
+        let (_, p, s) = chain(Status::Completed);
+        let v = violations(&[], &[p], &[s]);
+        assert!(v[0].contains("missing order"), "{v:?}");
+    }
+
+    #[test]
+    fn a_compensated_order_needs_a_refunded_payment() {
+        let (o, mut p, s) = chain(Status::Compensated);
+        assert!(violations(
+            std::slice::from_ref(&o),
+            std::slice::from_ref(&p),
+            std::slice::from_ref(&s)
+        )
+        .is_empty());
+        p.status = Status::Completed;
+        assert!(violations(&[o], &[p], &[s])[0].contains("instead of refunded"));
+    }
+
+    #[test]
+    fn old_non_terminal_records_are_stuck_and_duplicate_keys_are_reported() {
+        let mut o = rec("k".into(), Status::Degraded);
+        o.updated_at = Utc::now() - chrono::TimeDelta::minutes(10);
+        let twin = rec("k".into(), Status::Failed);
+        let v = violations(&[o, twin], &[], &[]);
+        assert!(v.iter().any(|m| m.contains("stuck in degraded")), "{v:?}");
+        assert!(v.iter().any(|m| m.contains("used by 2 records")), "{v:?}");
+    }
+}
