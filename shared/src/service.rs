@@ -202,6 +202,14 @@ pub async fn serve<P: Part>(state: Arc<AppState>) -> Result<Running, StartError>
             tracing::error!(service, error = %e, "server stopped with an error");
         }
     });
+    // Create the indexes now if the database is up; if not, the first request tries again and
+    // `/ready` says not ready until it works.
+    let warm = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.store.ping().await {
+            tracing::warn!(service = warm.service, error = %e, "database not ready at start-up");
+        }
+    });
     tracing::info!(
         service = state.service,
         %addr,
