@@ -123,6 +123,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A transition the status machine refuses is a bug on our side, never the client's.
+impl From<crate::saga::InvalidTransition> for ApiError {
+    fn from(e: crate::saga::InvalidTransition) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

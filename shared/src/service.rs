@@ -664,19 +664,12 @@ async fn process(
             rec.attempts += tries;
             match answer {
                 Ok(next) => {
-                    let downstream = next.get("status").and_then(|s| s.as_str()).unwrap_or("");
-                    let status = if downstream == "degraded" {
-                        Status::Degraded
-                    } else {
-                        Status::Completed
+                    // The chain is only complete when every hop after us is.
+                    let (status, reason) = match next.get("status").and_then(|s| s.as_str()) {
+                        Some("degraded") => (Status::Degraded, "downstream degraded"),
+                        _ => (Status::Completed, ""),
                     };
-                    let reason = if downstream == "degraded" {
-                        "downstream degraded"
-                    } else {
-                        ""
-                    };
-                    rec.transition(status, "forward", reason)
-                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    rec.transition(status, "forward", reason)?;
                     rec.next = Some(next);
                     rec.fallback = None;
                 }
@@ -686,20 +679,17 @@ async fn process(
                     if let Some((code, body)) = e.rejected_by_next_hop() {
                         http_status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
                         rec.next = Some(body.clone());
-                        rec.transition(Status::Failed, "forward", &reason)
-                            .map_err(|e| ApiError::Internal(e.to_string()))?;
+                        rec.transition(Status::Failed, "forward", &reason)?;
                     } else {
                         hop.breaker().record_fallback(&reason);
-                        rec.transition(Status::Degraded, "forward", &reason)
-                            .map_err(|e| ApiError::Internal(e.to_string()))?;
+                        rec.transition(Status::Degraded, "forward", &reason)?;
                     }
                     rec.fallback = Some(Fallback { reason, detail });
                 }
             }
         }
         _ => {
-            rec.transition(Status::Completed, "last hop", "")
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            rec.transition(Status::Completed, "last hop", "")?;
         }
     }
 
