@@ -6,6 +6,7 @@
 
 pub mod mongo;
 pub mod process;
+pub mod redis;
 
 pub use mongo::{mongo, unique_db_name, MongoServer};
 

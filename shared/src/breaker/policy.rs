@@ -73,7 +73,7 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
-    fn new(calls: u32, failures: u32) -> Self {
+    pub(crate) fn new(calls: u32, failures: u32) -> Self {
         let failure_pct = if calls == 0 {
             0.0
         } else {
