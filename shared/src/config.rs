@@ -274,14 +274,13 @@ impl Config {
         let breaker_backend = match r.string("BREAKER_BACKEND", "memory").as_str() {
             "memory" => BreakerBackend::Memory,
             "redis" => match r.raw("REDIS_URL") {
-                Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                    BreakerBackend::Redis { url }
-                }
+                Some(url) if url.starts_with("redis://") => BreakerBackend::Redis { url },
                 other => {
                     r.bad.push(BadVar {
                         var: "REDIS_URL",
                         value: other.unwrap_or_default(),
-                        expected: "a redis:// URL (required when BREAKER_BACKEND=redis)".into(),
+                        expected: "a redis:// URL (required when BREAKER_BACKEND=redis; TLS is not built in)"
+                            .into(),
                     });
                     BreakerBackend::Memory
                 }

@@ -112,7 +112,10 @@ pub fn state_with_store<P: Part>(
         Some(url) => {
             let next = P::NEXT.or(url.host_str()).unwrap_or("next");
             let name = format!("{}->{next}", P::SERVICE);
-            let breaker = Arc::new(Breaker::new(name, config.breaker.clone()));
+            let breaker = Arc::new(
+                Breaker::with_backend(name, config.breaker.clone(), &config.breaker_backend)
+                    .map_err(|e| StartError::Breaker(e.to_string()))?,
+            );
             Some(
                 Hop::new(url.clone(), breaker, config.retry)
                     .map_err(|e| StartError::Client(e.to_string()))?,
@@ -145,6 +148,8 @@ pub enum StartError {
     DataDir(String),
     #[error("can't build the HTTP client: {0}")]
     Client(String),
+    #[error("can't build the breaker: {0}")]
+    Breaker(String),
     #[error("can't listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

@@ -206,16 +206,50 @@ async fn saga_verify_passes_on_completed_chains_and_flags_a_lost_order() {
         stuck_after: 300,
         json: false,
     };
-    assert!(saga::verify::run(args.clone()).await.expect("verify reads the collections"));
+    assert!(saga::verify::run(args.clone())
+        .await
+        .expect("verify reads the collections"));
 
     // Lose one order behind the services' back: its payment is now an orphan.
-    let client = mongodb::Client::with_uri_str(server.uri()).await.expect("client");
+    let client = mongodb::Client::with_uri_str(server.uri())
+        .await
+        .expect("client");
     client
         .database(db)
         .collection::<mongodb::bson::Document>("orders")
         .delete_one(mongodb::bson::doc! {})
         .await
         .expect("delete one order");
-    assert!(!saga::verify::run(args).await.expect("verify reads the collections"));
+    assert!(!saga::verify::run(args)
+        .await
+        .expect("verify reads the collections"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_stack_runs_with_the_redis_shared_breaker() {
+    let Some(redis) = testkit::redis::redis_url() else {
+        eprintln!("skipped: no Redis");
+        return;
+    };
+    // A breaker name of its own: other tests share this Redis.
+    let s = TestStack::embedded(
+        &[
+            ("BREAKER_BACKEND", "redis"),
+            ("REDIS_URL", redis.as_str()),
+            ("ERR_RATE", "1"),
+            ("BREAKER_MIN_CALLS", "3"),
+            ("BREAKER_RESET_MS", "60000"),
+        ],
+        &["shipment"],
+    )
+    .await;
+    for _ in 0..4 {
+        let r = s.post(Svc::Order, "/create", &seed()).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let b = s.get(Svc::Payment, "/breaker").await;
+    assert_eq!(b.json["breaker"]["backend"], "redis", "{}", b.text);
+    assert_eq!(b.json["breaker"]["state"], "open", "{}", b.text);
     s.stop().await;
 }
