@@ -26,7 +26,7 @@ async fn faults_switch_at_runtime_and_the_caller_degrades_with_the_reason() {
         &[
             ("CHAOS_ENABLED", "true"),
             ("BREAKER_MIN_CALLS", "100"),
-            ("BREAKER_TIMEOUT_MS", "200"),
+            ("BREAKER_TIMEOUT_MS", "500"),
         ],
         &[],
     )
