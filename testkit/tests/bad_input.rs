@@ -141,3 +141,23 @@ async fn an_idempotency_key_returns_the_same_saga() {
     assert_eq!(s.count(Svc::Order).await, 1);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_identical_requests_with_one_key_make_one_saga() {
+    let s = mongo_stack_or_skip!(&[], &[]);
+    let key = [("idempotency-key", "concurrent-key")];
+    let body = seed();
+    let replies =
+        futures::future::join_all((0..50).map(|_| s.post_with(Svc::Order, "/create", &body, &key)))
+            .await;
+    let first = &replies[0];
+    for r in &replies {
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json, first.json, "every answer is the one saga's");
+    }
+    assert_eq!(first.json["status"], "completed", "{}", first.text);
+    for svc in [Svc::Order, Svc::Payment, Svc::Shipment] {
+        assert_eq!(s.count(svc).await, 1, "{svc:?}");
+    }
+    s.stop().await;
+}
