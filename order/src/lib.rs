@@ -4,11 +4,14 @@ use payment::Payment;
 use serde::{Deserialize, Serialize};
 use shared::field::BusinessId;
 use shared::Part;
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Order {
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
     pub id: BusinessId,
     /// Line items, opaque to the saga (the seed sends `[]`).
+    #[schema(value_type = Vec<Object>)]
     pub items: Vec<serde_json::Value>,
     pub payment: Payment,
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use shared::field::BusinessId;
 use shared::Part;
 use shipment::Shipment;
+use utoipa::ToSchema;
 
 /// A payment amount: a finite number, zero or more.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -27,9 +28,11 @@ impl From<Amount> for f64 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Payment {
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
     pub id: BusinessId,
+    #[schema(value_type = f64, minimum = 0)]
     pub amount: Amount,
     pub shipment: Shipment,
 }

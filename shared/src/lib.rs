@@ -11,6 +11,7 @@ pub mod config;
 pub mod field;
 pub mod hop;
 pub mod http;
+pub mod openapi;
 pub mod retry;
 pub mod saga;
 pub mod service;

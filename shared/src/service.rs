@@ -31,7 +31,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 /// What makes a service a service: its part of the request. Implemented by the three binaries'
 /// record types; parsing into it *is* the validation (`serde` + newtypes that refuse bad values).
-pub trait Part: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Part: Serialize + DeserializeOwned + utoipa::ToSchema + Send + Sync + 'static {
     /// The service's name: `order`.
     const SERVICE: &'static str;
     /// Its collection, also the path of `GET /<collection>/{id}`: `orders`.
@@ -76,6 +76,7 @@ pub fn app<P: Part>(state: Arc<AppState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .route("/breaker", get(breaker))
+        .route("/openapi.json", get(openapi::<P>))
         .route("/create", post(create::<P>))
         .route(&record_path, get(get_record))
         .fallback(http::not_found)
@@ -250,6 +251,10 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     res
+}
+
+async fn openapi<P: Part>() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document::<P>())
 }
 
 async fn hello(State(state): State<Arc<AppState>>) -> String {

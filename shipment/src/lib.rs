@@ -3,13 +3,16 @@
 use serde::{Deserialize, Serialize};
 use shared::field::{BusinessId, Text};
 use shared::Part;
+use utoipa::ToSchema;
 
 /// Where to deliver: free text, up to 1000 characters.
 pub type Directions = Text<1000>;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Shipment {
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
     pub id: BusinessId,
+    #[schema(value_type = String, min_length = 1, max_length = 1000)]
     pub directions: Directions,
 }
 

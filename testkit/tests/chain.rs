@@ -253,3 +253,38 @@ async fn the_stack_runs_with_the_redis_shared_breaker() {
     assert_eq!(b.json["breaker"]["state"], "open", "{}", b.text);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn each_service_serves_an_openapi_document_of_its_own_body() {
+    let s = TestStack::embedded(&[], &[]).await;
+    let doc = s.get(Svc::Order, "/openapi.json").await;
+    assert_eq!(doc.status, 200);
+    let d = &doc.json;
+    assert!(
+        d["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        doc.text
+    );
+    let body = &d["paths"]["/create"]["post"]["requestBody"]["content"]["application/json"];
+    assert_eq!(body["schema"]["$ref"], "#/components/schemas/Order");
+    let order = &d["components"]["schemas"]["Order"];
+    let required: Vec<_> = order["required"].as_array().expect("required").clone();
+    for f in ["id", "items", "payment"] {
+        assert!(required.contains(&json!(f)), "{f} in {order}");
+    }
+    let shipment = &d["components"]["schemas"]["Shipment"];
+    assert_eq!(
+        shipment["properties"]["directions"]["maxLength"], 1000,
+        "{shipment}"
+    );
+    assert!(d["paths"]["/orders/{id}"]["get"].is_object());
+
+    let pay = s.get(Svc::Payment, "/openapi.json").await;
+    assert!(pay.json["paths"]["/payments/{id}"]["get"].is_object());
+    assert_eq!(
+        pay.json["paths"]["/create"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/Payment"
+    );
+    s.stop().await;
+}
