@@ -1,4 +1,5 @@
 //! The `saga` command line as a library, so tests drive the same code the binary runs.
 
+pub mod load;
 pub mod up;
 pub mod verify;

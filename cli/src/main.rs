@@ -20,6 +20,8 @@ enum Command {
     Up(saga::up::UpArgs),
     /// Check the saga's invariants across the three collections; exit 1 on a violation.
     Verify(saga::verify::VerifyArgs),
+    /// Drive POST /create at a constant arrival rate and report latency percentiles.
+    Load(saga::load::LoadArgs),
 }
 
 #[tokio::main]
@@ -38,6 +40,7 @@ async fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::Load(args) => saga::load::run(args).await.map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
