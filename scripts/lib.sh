@@ -156,6 +156,25 @@ ensure_httpyac() {
     "$HTTPYAC_BIN" --version >/dev/null
 }
 
+# ensure_schemathesis: sets SCHEMATHESIS_BIN, installing the pinned schemathesis into a cached
+# virtualenv the first time.
+SCHEMATHESIS_VERSION=${SCHEMATHESIS_VERSION:-4.32.5}
+ensure_schemathesis() {
+    local venv=$SAGA_CACHE/venv/schemathesis-$SCHEMATHESIS_VERSION
+    SCHEMATHESIS_BIN=$venv/bin/st
+    if [[ -x $SCHEMATHESIS_BIN ]] && "$SCHEMATHESIS_BIN" --version >/dev/null 2>&1; then
+        return 0
+    fi
+    if ! python3 -m venv "$venv" >&2; then
+        apt_install python3-venv || return 1
+        python3 -m venv "$venv" >&2 || return 1
+    fi
+    log "pip install schemathesis==$SCHEMATHESIS_VERSION into ${venv/#"$HOME"/\~}"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION" >&2 || return 1
+    "$SCHEMATHESIS_BIN" --version >/dev/null
+}
+
 # ---------------------------------------------------------------------------------------------
 # Ports and readiness
 

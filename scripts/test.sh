@@ -112,6 +112,8 @@ summary() {
     ((FAILED == 0)) || verdict=FAIL
     printf '\n' >&2
     [[ -n $HTTP_LINE ]] && printf 'httpyac: %s\n' "$HTTP_LINE"
+    [[ -s $SAGA_LOG_DIR/schemathesis.totals ]] &&
+        printf 'schemathesis: %s\n' "$(paste -sd ' ' "$SAGA_LOG_DIR/schemathesis.totals")"
     printf 'summary: %s in %dm%02ds: %s\n' "$verdict" $((total / 60)) $((total % 60)) "$line"
     # The closing line CI tools read: cargo test's totals over the whole workspace.
     [[ -n $TESTS_LINE ]] && printf 'tests: %s\n' "$TESTS_LINE"
@@ -154,6 +156,7 @@ step_tools() {
     decide_mongo_mode
     if [[ $MONGO_MODE == ferretdb ]]; then ensure_ferretdb; fi
     ensure_httpyac
+    ensure_schemathesis
     log "tools: cargo $(cargo --version | cut -d' ' -f2), go $(go version 2>/dev/null | cut -d' ' -f3 || echo -)," \
         "node $(node --version), redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p'), httpyac $("$HTTPYAC_BIN" --version)," \
         "docker-compose $(docker-compose version --short 2>/dev/null || echo ?), mongo: $MONGO_MODE"
@@ -254,6 +257,20 @@ step_http_tests() {
         "shipment=http://127.0.0.1:$sp" inject_err=0 "store=$store" 2>&1 | tee "$out" || rc=$?
     grep -Eo '[0-9]+ requests processed.*' "$out" | tail -n 1 >"$SAGA_LOG_DIR/httpyac.totals" || true
 
+    # Schemathesis: requests generated from each service's /openapi.json; no 5xx, no answer
+    # that violates the schema, no schema-valid request refused.
+    local st_rc=0 st_out=$SAGA_LOG_DIR/schemathesis.log
+    : >"$st_out"
+    for port in "$op" "$pp" "$sp"; do
+        "$SCHEMATHESIS_BIN" run "http://127.0.0.1:$port/openapi.json" --max-examples 60 \
+            --seed 1 --no-color 2>&1 | tee -a "$st_out" || st_rc=$?
+    done
+    grep -Eo '[0-9]+ generated.*' "$st_out" >"$SAGA_LOG_DIR/schemathesis.totals" || true
+    if ((st_rc != 0)); then
+        warn "schemathesis found failures (exit status $st_rc): see $st_out"
+        rc=$st_rc
+    fi
+
     log "stopping saga up (SIGINT)"
     local stop_rc=0
     stop_pid "$stack_pid" INT 20 || stop_rc=$?
@@ -289,6 +306,6 @@ hard databases "start MongoDB-wire server and Redis" step_databases
 hard build "cargo build --bins" cargo build --workspace --bins
 soft test "cargo test" step_cargo_test "$@"
 read_totals
-soft http "httpyac against a live stack" step_http_tests
+soft http "httpyac and schemathesis against a live stack" step_http_tests
 read_totals
 soft compose "docker-compose config" step_compose

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Order {
-    #[schema(value_type = String, min_length = 1, max_length = 128)]
+    #[schema(value_type = String, min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub id: BusinessId,
     /// Line items, opaque to the saga (the seed sends `[]`).
     #[schema(value_type = Vec<Object>)]

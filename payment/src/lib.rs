@@ -30,7 +30,7 @@ impl From<Amount> for f64 {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Payment {
-    #[schema(value_type = String, min_length = 1, max_length = 128)]
+    #[schema(value_type = String, min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub id: BusinessId,
     #[schema(value_type = f64, minimum = 0)]
     pub amount: Amount,

@@ -261,13 +261,18 @@ fn classify(e: reqwest::Error) -> HopError {
 }
 
 /// The deadline of an incoming request: its caller's budget when it sent one (capped at our own
-/// request timeout), else our own request timeout.
-pub fn incoming_deadline(headers: &axum::http::HeaderMap, own: Duration) -> Instant {
-    let budget = headers
-        .get(DEADLINE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|ms| Duration::from_millis(ms).min(own))
-        .unwrap_or(own);
-    Instant::now() + budget
+/// request timeout), else our own request timeout. `None` when the header is there but is not
+/// a whole number of milliseconds (at most 9 digits): the caller gets a 400 naming it.
+pub fn incoming_deadline(headers: &axum::http::HeaderMap, own: Duration) -> Option<Instant> {
+    let budget = match headers.get(DEADLINE_HEADER) {
+        None => own,
+        Some(v) => {
+            let text = v.to_str().ok()?.trim();
+            if text.is_empty() || text.len() > 9 || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Duration::from_millis(text.parse().ok()?).min(own)
+        }
+    };
+    Some(Instant::now() + budget)
 }

@@ -108,6 +108,9 @@ struct ErrorDoc {
     field: Option<String>,
 }
 
+const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
 fn component<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) -> Ref {
     schemas.push((T::name().into(), T::schema()));
     T::schemas(schemas);
@@ -138,13 +141,17 @@ fn text(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
-fn header(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
+fn header(name: &str, description: &str, pattern: &str) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Header)
         .required(Required::False)
         .description(Some(description))
-        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(pattern)),
+        ))
         .build()
 }
 
@@ -181,10 +188,12 @@ pub fn document<P: Part>() -> OpenApi {
         .parameter(header(
             "Idempotency-Key",
             "The same key returns the same saga; 1 to 200 visible ASCII characters",
+            "^[!-~]{1,200}$",
         ))
         .parameter(header(
             "X-Deadline-Ms",
             "The caller's remaining time budget in milliseconds",
+            "^[0-9]{1,9}$",
         ))
         .request_body(Some(
             RequestBodyBuilder::new()
@@ -232,7 +241,14 @@ pub fn document<P: Part>() -> OpenApi {
                 .name("id")
                 .parameter_in(ParameterIn::Path)
                 .required(Required::True)
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::Uuid,
+                        )))
+                        .pattern(Some(UUID_PATTERN)),
+                )),
         )
         .response("200", respond("The record", Some(&record)))
         .response("400", respond("Not a saga id", Some(&error)))

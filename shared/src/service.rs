@@ -577,7 +577,13 @@ async fn create<P: Part>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let deadline = incoming_deadline(&headers, state.config.request_timeout);
+    let deadline = incoming_deadline(&headers, state.config.request_timeout).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_header",
+            "X-Deadline-Ms must be a whole number of milliseconds (at most 9 digits)",
+            Some("X-Deadline-Ms".into()),
+        )
+    })?;
     apply_chaos(&state).await?;
     require_json(&headers)?;
     let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;

@@ -85,6 +85,12 @@ async fn malformed_input_is_rejected_with_the_field_named() {
         .post_with(Svc::Order, "/create", &seed(), &[("idempotency-key", " ")])
         .await;
     assert_rejected(&s, &r, 400, "invalid_header").await;
+
+    let r = s
+        .post_with(Svc::Order, "/create", &seed(), &[("x-deadline-ms", "soon")])
+        .await;
+    assert_rejected(&s, &r, 400, "invalid_header").await;
+    assert_eq!(r.json["field"], "X-Deadline-Ms");
     s.stop().await;
 }
 
