@@ -15,8 +15,8 @@ use saga::up::{Stack, UpArgs};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr};
 
-/// The original demo's request body (http-tests/order.http).
-pub const SEED: &str = r#"{"id":"1","items":[],"payment":{"amount":0,"id":"1","shipment":{"id":"1","directions":"home"}}}"#;
+/// The original demo's request body (http-tests/order.http), the one `saga load` sends.
+pub use saga::load::SEED;
 
 pub fn seed() -> Value {
     serde_json::from_str(SEED).expect("SEED is valid JSON (a constant)")
