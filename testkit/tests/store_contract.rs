@@ -213,21 +213,15 @@ mod mongo {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn indexes_exist_after_ping() {
-        let Some(server) = testkit::mongo::mongo().await else {
+        let Some(harness) = harness("indexes_exist_after_ping").await else {
             eprintln!("skipped: no MongoDB");
             return;
         };
-        let db_name = unique_db_name("indexes_exist_after_ping");
-        let store = MongoStore::connect(server.uri(), &db_name, "records", OP_TIMEOUT)
-            .await
-            .expect("connect");
-        store.ping().await.expect("ping");
-
-        let client = mongodb::Client::with_uri_str(server.uri())
-            .await
-            .expect("a client");
-        let db = client.database(&db_name);
-        let indexes = list_indexes(&db).await;
+        harness.store.ping().await.expect("ping");
+        let Cleanup::Mongo { db, .. } = &harness.cleanup else {
+            unreachable!("the mongo harness cleans up a database");
+        };
+        let indexes = list_indexes(db).await;
         let on = |fields: &[&str]| {
             indexes
                 .iter()
@@ -241,26 +235,20 @@ mod mongo {
             on(&["status", "updated_at"]).is_some(),
             "no index on {{status, updated_at}} in {indexes:?}"
         );
-        drop_db(db).await;
+        harness.teardown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_database_itself_refuses_a_second_record_with_one_key() {
-        let Some(server) = testkit::mongo::mongo().await else {
+        let Some(harness) = harness("db_refuses_duplicate_key").await else {
             eprintln!("skipped: no MongoDB");
             return;
         };
-        let db_name = unique_db_name("db_refuses_duplicate_key");
-        let store = MongoStore::connect(server.uri(), &db_name, "records", OP_TIMEOUT)
-            .await
-            .expect("connect");
-        store.ping().await.expect("ping");
-
+        harness.store.ping().await.expect("ping");
+        let Cleanup::Mongo { db, .. } = &harness.cleanup else {
+            unreachable!("the mongo harness cleans up a database");
+        };
         // Bypass the store: write straight through the driver.
-        let client = mongodb::Client::with_uri_str(server.uri())
-            .await
-            .expect("a client");
-        let db = client.database(&db_name);
         let raw = db.collection::<Document>("records");
         raw.insert_one(doc! { "_id": "a", "key": "same" })
             .await
@@ -273,7 +261,7 @@ mod mongo {
             _ => None,
         };
         assert_eq!(code, Some(11000), "{second:?}");
-        drop_db(db).await;
+        harness.teardown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
