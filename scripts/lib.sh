@@ -316,6 +316,18 @@ docker_works() {
     command -v docker >/dev/null && timeout 15 docker info >/dev/null 2>&1
 }
 
+# ferretdb_args PORT DATA: FERRETDB_ARGS, the one way we run FerretDB (also scripts/start-mongo.sh).
+# --debug-addr=- keeps two instances from fighting over the debug port 8088.
+ferretdb_args() {
+    FERRETDB_ARGS=(--handler=sqlite "--sqlite-url=file:$2/" "--state-dir=$2"
+        "--listen-addr=127.0.0.1:$1" --debug-addr=- --telemetry=disable --log-level=warn)
+}
+
+# redis_args PORT: REDIS_ARGS, a throw-away Redis on loopback (also scripts/start-redis.sh).
+redis_args() {
+    REDIS_ARGS=(--bind 127.0.0.1 --port "$1" --save '' --appendonly no --daemonize no)
+}
+
 # start_ferretdb [PORT] [DATA_DIR]: FerretDB on SQLite, on 127.0.0.1. Exports MONGODB_URI and
 # FERRETDB_BIN (for tests that start a database of their own); sets FERRETDB_PID.
 start_ferretdb() {
@@ -328,9 +340,8 @@ start_ferretdb() {
     fi
     mkdir -p "$data"
     local logfile=$SAGA_LOG_DIR/ferretdb.log
-    start_process ferretdb "$logfile" TERM \
-        "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$data/" --state-dir="$data" \
-        --listen-addr="127.0.0.1:$port" --debug-addr=- --telemetry=disable --log-level=warn
+    ferretdb_args "$port" "$data"
+    start_process ferretdb "$logfile" TERM "$FERRETDB_BIN" "${FERRETDB_ARGS[@]}"
     FERRETDB_PID=$STARTED_PID
     wait_for_port 127.0.0.1 "$port" 60 "$FERRETDB_PID" ferretdb || {
         tail_log "$logfile"
@@ -352,9 +363,8 @@ start_redis() {
     local dir logfile=$SAGA_LOG_DIR/redis.log
     make_temp_dir saga-redis
     dir=$TEMP_DIR
-    start_process redis "$logfile" TERM \
-        redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
-        --daemonize no --dir "$dir"
+    redis_args "$port"
+    start_process redis "$logfile" TERM redis-server "${REDIS_ARGS[@]}" --dir "$dir"
     REDIS_PID=$STARTED_PID
     wait_for_port 127.0.0.1 "$port" 30 "$REDIS_PID" redis || {
         tail_log "$logfile"

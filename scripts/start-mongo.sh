@@ -27,8 +27,8 @@ done
 ensure_ferretdb
 [[ -n $port ]] || port=$(free_ports 1)
 mkdir -p "$data" "$SAGA_LOG_DIR"
-args=(--handler=sqlite "--sqlite-url=file:$data/" "--state-dir=$data"
-    "--listen-addr=127.0.0.1:$port" --debug-addr=- --telemetry=disable --log-level=warn)
+ferretdb_args "$port" "$data"
+args=("${FERRETDB_ARGS[@]}")
 
 if [[ -z $background ]]; then
     log "FerretDB $FERRETDB_VERSION on MONGODB_URI=mongodb://127.0.0.1:$port/ (data in $data); Ctrl-C stops it"

@@ -23,7 +23,8 @@ done
 
 command -v redis-server >/dev/null || apt_install redis-server
 [[ -n $port ]] || port=$(free_ports 1)
-args=(--bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize no)
+redis_args "$port"
+args=("${REDIS_ARGS[@]}")
 
 if [[ -z $background ]]; then
     log "Redis on REDIS_URL=redis://127.0.0.1:$port/; Ctrl-C stops it"
