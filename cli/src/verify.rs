@@ -27,7 +27,8 @@ pub struct VerifyArgs {
     pub mongo_db: String,
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// A pending or degraded record older than this many seconds counts as stuck.
+    /// A record not yet terminal (pending, degraded, compensating) and unchanged for longer than
+    /// this many seconds counts as stuck.
     #[arg(long, default_value_t = 300)]
     pub stuck_after: u64,
     /// Print the report as JSON.
@@ -35,9 +36,10 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
-const ALL: [Status; 5] = [
+const ALL: [Status; 6] = [
     Status::Pending,
     Status::Degraded,
+    Status::Compensating,
     Status::Completed,
     Status::Compensated,
     Status::Failed,
@@ -110,47 +112,93 @@ pub fn check(
         let payment = pay_by_key
             .get(&Hop::key_for(&order.saga_id, "order"))
             .map(|&i| &payments[i]);
-        match (order.status, payment) {
-            (Status::Completed, None) => r
-                .violations
-                .push(format!("completed order {} has no payment", order.saga_id)),
-            (Status::Completed, Some(p)) => {
-                if p.status != Status::Completed {
-                    r.violations.push(format!(
-                        "completed order {} has payment {} in {}",
-                        order.saga_id, p.saga_id, p.status
-                    ));
+        let shipment = payment
+            .and_then(|p| ship_by_key.get(&Hop::key_for(&p.saga_id, "payment")))
+            .map(|&i| &shipments[i]);
+        let id = order.saga_id;
+        match order.status {
+            Status::Completed => match (payment, shipment) {
+                (None, _) => r
+                    .violations
+                    .push(format!("completed order {id} has no payment")),
+                (Some(p), None) => r.violations.push(format!(
+                    "completed order {id}: payment {} has no shipment",
+                    p.saga_id
+                )),
+                (Some(p), Some(s)) => {
+                    for (what, rec) in [("payment", p), ("shipment", s)] {
+                        if rec.status != Status::Completed {
+                            r.violations.push(format!(
+                                "completed order {id} has {what} {} in {}",
+                                rec.saga_id, rec.status
+                            ));
+                        }
+                    }
                 }
-                if !ship_by_key.contains_key(&Hop::key_for(&p.saga_id, "payment")) {
-                    r.violations.push(format!(
-                        "completed order {}: payment {} has no shipment",
-                        order.saga_id, p.saga_id
-                    ));
+            },
+            // Undone all the way down: whatever was made after the order is undone too (or
+            // never existed).
+            Status::Compensated => {
+                for (what, rec) in [("payment", payment), ("shipment", shipment)] {
+                    if let Some(rec) = rec.filter(|r| r.status != Status::Compensated) {
+                        r.violations.push(format!(
+                            "compensated order {id}: {what} {} is {} instead of {}",
+                            rec.saga_id,
+                            rec.status,
+                            if what == "payment" {
+                                "refunded"
+                            } else {
+                                "cancelled"
+                            }
+                        ));
+                    }
                 }
-            }
-            (Status::Compensated, Some(p)) if p.status != Status::Compensated => {
-                r.violations.push(format!(
-                    "compensated order {}: payment {} is {} instead of refunded",
-                    order.saga_id, p.saga_id, p.status
-                ))
             }
             _ => {}
         }
     }
-    // A payment made for an order must have that order: otherwise an accepted order was lost.
-    for p in payments {
-        if let Some(parent) = p.key.strip_suffix("/order") {
-            if let Ok(id) = parent.parse::<SagaId>() {
-                if !order_ids.contains_key(&id) {
-                    r.violations.push(format!(
-                        "payment {} belongs to a missing order {id}",
-                        p.saga_id
-                    ));
-                }
+    // A record made for a caller must have that caller: otherwise an accepted one was lost.
+    let payment_ids: HashMap<SagaId, ()> = payments.iter().map(|p| (p.saga_id, ())).collect();
+    for (what, recs, suffix, parents, parent_name) in [
+        ("payment", payments, "/order", &order_ids, "order"),
+        ("shipment", shipments, "/payment", &payment_ids, "payment"),
+    ] {
+        for rec in recs {
+            let parent = rec
+                .key
+                .strip_suffix(suffix)
+                .and_then(|p| p.parse::<SagaId>().ok());
+            if let Some(id) = parent.filter(|id| !parents.contains_key(id)) {
+                r.violations.push(format!(
+                    "{what} {} belongs to a missing {parent_name} {id}",
+                    rec.saga_id
+                ));
             }
         }
     }
     r
+}
+
+/// Reads the three stores and checks them (the services may keep running: each record is read
+/// whole, and a record read mid-change is at worst reported stuck or pending).
+pub async fn verify_stores(
+    orders: &dyn Store,
+    payments: &dyn Store,
+    shipments: &dyn Store,
+    stuck_after: Duration,
+) -> anyhow::Result<Report> {
+    // Children before parents: a parent that completes meanwhile finds its child already read
+    // as at least as far along, never a child "missing".
+    let shipments = read(shipments).await?;
+    let payments = read(payments).await?;
+    let orders = read(orders).await?;
+    Ok(check(
+        &orders,
+        &payments,
+        &shipments,
+        Utc::now(),
+        stuck_after,
+    ))
 }
 
 async fn read(store: &dyn Store) -> anyhow::Result<Vec<SagaRecord>> {
@@ -178,16 +226,13 @@ async fn open(args: &VerifyArgs, collection: &str) -> anyhow::Result<Box<dyn Sto
 
 /// Reads the three collections, checks, prints; `Ok(false)` when an invariant is violated.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<bool> {
-    let orders = read(&*open(&args, "orders").await?).await?;
-    let payments = read(&*open(&args, "payments").await?).await?;
-    let shipments = read(&*open(&args, "shipments").await?).await?;
-    let report = check(
-        &orders,
-        &payments,
-        &shipments,
-        Utc::now(),
+    let report = verify_stores(
+        &*open(&args, "orders").await?,
+        &*open(&args, "payments").await?,
+        &*open(&args, "shipments").await?,
         Duration::from_secs(args.stuck_after),
-    );
+    )
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -198,17 +243,18 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<bool> {
 
 fn print_table(r: &Report) {
     println!(
-        "{:<10} {:>8} {:>8} {:>10} {:>12} {:>7} {:>7}",
-        "", "pending", "degraded", "completed", "compensated", "failed", "total"
+        "{:<10} {:>8} {:>8} {:>12} {:>10} {:>12} {:>7} {:>7}",
+        "", "pending", "degraded", "compensating", "completed", "compensated", "failed", "total"
     );
     for (name, c) in &r.counts {
         let get = |s: &str| c.get(s).copied().unwrap_or(0);
         let total: u64 = c.values().sum();
         println!(
-            "{:<10} {:>8} {:>8} {:>10} {:>12} {:>7} {:>7}",
+            "{:<10} {:>8} {:>8} {:>12} {:>10} {:>12} {:>7} {:>7}",
             name,
             get("pending"),
             get("degraded"),
+            get("compensating"),
             get("completed"),
             get("compensated"),
             get("failed"),
@@ -241,7 +287,7 @@ mod tests {
     fn chain(status: Status) -> (SagaRecord, SagaRecord, SagaRecord) {
         let o = rec("k".into(), status);
         let p = rec(Hop::key_for(&o.saga_id, "order"), status);
-        let s = rec(Hop::key_for(&p.saga_id, "payment"), Status::Completed);
+        let s = rec(Hop::key_for(&p.saga_id, "payment"), status);
         (o, p, s)
     }
 
@@ -281,6 +327,25 @@ mod tests {
         .is_empty());
         p.status = Status::Completed;
         assert!(violations(&[o], &[p], &[s])[0].contains("instead of refunded"));
+    }
+
+    #[test]
+    fn a_compensated_order_needs_its_shipment_cancelled_and_a_completed_one_all_completed() {
+        let (o, p, mut s) = chain(Status::Compensated);
+        s.status = Status::Completed;
+        let v = violations(&[o], &[p], &[s]);
+        assert!(v[0].contains("instead of cancelled"), "{v:?}");
+        let (o, p, mut s) = chain(Status::Completed);
+        s.status = Status::Pending;
+        let v = violations(&[o], &[p], &[s]);
+        assert!(v[0].contains("has shipment"), "{v:?}");
+    }
+
+    #[test]
+    fn a_shipment_without_its_payment_is_a_lost_payment() {
+        let (o, _, s) = chain(Status::Degraded);
+        let v = violations(&[o], &[], &[s]);
+        assert!(v.iter().any(|m| m.contains("missing payment")), "{v:?}");
     }
 
     #[test]

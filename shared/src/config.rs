@@ -45,6 +45,38 @@ pub struct RetryConfig {
     pub cap: Duration,
 }
 
+/// How the re-driver finishes what a request left undone (see `crate::redrive`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SagaConfig {
+    /// `SAGA_MAX_ATTEMPTS`: re-drives of a record before it is compensated.
+    pub max_attempts: u32,
+    /// `SAGA_DEADLINE_MS`: a record still unfinished this long after it was accepted is
+    /// compensated, whatever its attempts.
+    pub deadline: Duration,
+    /// `SAGA_BACKOFF_BASE_MS` / `SAGA_BACKOFF_CAP_MS`: re-drive `n` waits
+    /// `random(0, min(cap, base·2ⁿ))` (full jitter).
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// `SAGA_LEASE_MS`: how long a claim on a record lasts; a driver that dies holding one
+    /// delays that record by at most this much.
+    pub lease: Duration,
+    /// `SAGA_POLL_MS`: how often the re-driver looks for due records when it found none.
+    pub poll: Duration,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            deadline: Duration::from_secs(300),
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(30),
+            lease: Duration::from_secs(15),
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
@@ -71,8 +103,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub breaker: BreakerConfig,
     pub breaker_backend: BreakerBackend,
-    /// `SAGA_MAX_ATTEMPTS`: re-drives of a record before it is compensated.
-    pub saga_max_attempts: u32,
+    pub saga: SagaConfig,
     pub retry: RetryConfig,
     /// `MAX_BODY_BYTES`: larger request bodies get 413.
     pub max_body_bytes: usize,
@@ -294,7 +325,25 @@ impl Config {
                 BreakerBackend::Memory
             }
         };
-        let saga_max_attempts = r.u32_in("SAGA_MAX_ATTEMPTS", 8, 1, 10_000);
+        let sd = SagaConfig::default();
+        let saga = SagaConfig {
+            max_attempts: r.u32_in("SAGA_MAX_ATTEMPTS", sd.max_attempts, 1, 10_000),
+            deadline: r.millis("SAGA_DEADLINE_MS", millis(sd.deadline), 100, DAY_MS),
+            backoff_base: r.millis("SAGA_BACKOFF_BASE_MS", millis(sd.backoff_base), 1, DAY_MS),
+            backoff_cap: r.millis("SAGA_BACKOFF_CAP_MS", millis(sd.backoff_cap), 1, DAY_MS),
+            lease: r.millis("SAGA_LEASE_MS", millis(sd.lease), 100, DAY_MS),
+            poll: r.millis("SAGA_POLL_MS", millis(sd.poll), 10, 60_000),
+        };
+        if saga.backoff_cap < saga.backoff_base {
+            r.bad.push(BadVar {
+                var: "SAGA_BACKOFF_CAP_MS",
+                value: millis(saga.backoff_cap).to_string(),
+                expected: format!(
+                    "at least SAGA_BACKOFF_BASE_MS ({})",
+                    millis(saga.backoff_base)
+                ),
+            });
+        }
         let retry = RetryConfig {
             max_attempts: r.u32_in("RETRY_MAX_ATTEMPTS", 1, 1, 100),
             base: r.millis("RETRY_BASE_MS", 50, 1, DAY_MS),
@@ -345,7 +394,7 @@ impl Config {
             store,
             breaker,
             breaker_backend,
-            saga_max_attempts,
+            saga,
             retry,
             max_body_bytes,
             request_timeout,

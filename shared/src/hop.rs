@@ -11,7 +11,7 @@ use crate::breaker::{Breaker, BreakerError, Failure};
 use crate::config::RetryConfig;
 use crate::retry::{self, RetryBudget, Verdict};
 use crate::saga::SagaId;
-use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Client, Url};
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,6 +196,41 @@ impl Hop {
         body: &serde_json::Value,
         deadline: Instant,
     ) -> Result<serde_json::Value, ForwardError> {
+        let mut url = self.url.clone();
+        url.query_pairs_mut()
+            .clear()
+            .append_pair("count", &count.to_string());
+        self.call(url, key, Some(body), deadline).await
+    }
+
+    /// Asks the next hop to undo what it did (or will do) under `key`: `POST /compensate` next
+    /// to its `/create`, through the same breaker, once (the re-driver retries later). The
+    /// answer's `status` says how the next hop's record ended: `compensated`, or `completed`
+    /// when it had finished before the request arrived, or `compensating` while it is still
+    /// undoing the hops after it.
+    pub async fn compensate(
+        &self,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, ForwardError> {
+        let url = self.url.join("compensate").map_err(|e| {
+            ForwardError::Breaker(BreakerError::Failed(HopError::Io(format!(
+                "no compensate URL next to {}: {e}",
+                self.url
+            ))))
+        })?;
+        self.call(url, key, None, deadline).await
+    }
+
+    /// One POST through the breaker, bounded by the caller's deadline (minus its margin) and
+    /// the breaker's timeout.
+    async fn call(
+        &self,
+        url: Url,
+        key: &str,
+        body: Option<&serde_json::Value>,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, ForwardError> {
         let left = deadline.saturating_duration_since(Instant::now());
         let budget = left
             .checked_sub(deadline_margin(left))
@@ -204,26 +239,22 @@ impl Hop {
         // We wait `wait`; the callee is told less, so its answer arrives before we give up.
         let wait = budget.min(self.breaker.config().timeout);
         let sent_budget = wait.saturating_sub(deadline_margin(wait));
-        let mut url = self.url.clone();
-        url.query_pairs_mut()
-            .clear()
-            .append_pair("count", &count.to_string());
         let key = HeaderValue::from_str(key).map_err(|e| {
             ForwardError::Breaker(BreakerError::Failed(HopError::Io(format!("bad key: {e}"))))
         })?;
         let value = self
             .breaker
             .call(Some(budget), || async {
-                let res = self
+                let mut req = self
                     .client
                     .post(url)
-                    .header(CONTENT_TYPE, "application/json")
                     .header(IDEMPOTENCY_HEADER, key)
-                    .header(DEADLINE_HEADER, sent_budget.as_millis().to_string())
-                    .json(body)
-                    .send()
-                    .await
-                    .map_err(classify)?;
+                    .header(DEADLINE_HEADER, sent_budget.as_millis().to_string());
+                req = match body {
+                    Some(body) => req.header(CONTENT_TYPE, "application/json").json(body),
+                    None => req.header(CONTENT_LENGTH, "0"),
+                };
+                let res = req.send().await.map_err(classify)?;
                 let status = res.status();
                 let bytes = res.bytes().await.map_err(classify)?;
                 let json: serde_json::Value = serde_json::from_slice(&bytes)

@@ -12,6 +12,7 @@ pub mod field;
 pub mod hop;
 pub mod http;
 pub mod openapi;
+pub mod redrive;
 pub mod retry;
 pub mod saga;
 pub mod service;

@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 enum StatusDoc {
     Pending,
     Degraded,
+    Compensating,
     Completed,
     Compensated,
     Failed,
@@ -50,7 +51,8 @@ struct CreateDoc {
     saga_id: Option<String>,
     id: String,
     count: u32,
-    /// `completed`, `degraded`, `failed`, or `last`.
+    /// `completed`, `degraded`, `failed`, `last`; later (replays, `/compensate`) also
+    /// `compensating` or `compensated`.
     status: String,
     /// The next hop's answer, nested.
     #[schema(value_type = Option<Object>)]
@@ -90,6 +92,11 @@ struct RecordDoc {
     fallback: Option<FallbackDoc>,
     history: Vec<HistoryDoc>,
     attempts: u32,
+    /// Times the re-driver took the record up.
+    redrives: u32,
+    /// When the re-driver takes it up next; null once terminal.
+    #[schema(format = DateTime)]
+    due_at: Option<String>,
     #[schema(format = DateTime)]
     created_at: String,
     #[schema(format = DateTime)]
@@ -230,6 +237,52 @@ pub fn document<P: Part>() -> OpenApi {
             respond("Database unavailable: nothing accepted", Some(&error)),
         );
 
+    let mut key = header(
+        "Idempotency-Key",
+        "The key the record to undo was created under (the caller's hop key)",
+        "^[!-~]{1,200}$",
+    );
+    key.required = Required::True;
+    let compensate = OperationBuilder::new()
+        .operation_id(Some(format!("compensate_{}", P::SERVICE)))
+        .summary(Some(format!(
+            "Undo the {} stored under Idempotency-Key, and every hop after it",
+            P::SERVICE
+        )))
+        .parameter(key)
+        .parameter(header(
+            "X-Deadline-Ms",
+            "The caller's remaining time budget in milliseconds",
+            "^[0-9]{1,9}$",
+        ))
+        .response(
+            "200",
+            respond(
+                "Terminal: compensated (a tombstone if nothing was stored yet), or completed / \
+                 failed when it had finished before",
+                Some(&created),
+            ),
+        )
+        .response(
+            "202",
+            respond(
+                "Still compensating the hops after this one; ask again",
+                Some(&created),
+            ),
+        )
+        .response("400", respond("Missing or malformed header", Some(&error)))
+        .response(
+            "409",
+            respond(
+                "The record kept changing under concurrent requests",
+                Some(&error),
+            ),
+        )
+        .response(
+            "503",
+            respond("Database unavailable: nothing changed", Some(&error)),
+        );
+
     let get_record = OperationBuilder::new()
         .operation_id(Some(format!("get_{}", P::SERVICE)))
         .summary(Some(format!(
@@ -272,6 +325,7 @@ pub fn document<P: Part>() -> OpenApi {
 
     let paths = PathsBuilder::new()
         .path("/create", PathItem::new(HttpMethod::Post, create))
+        .path("/compensate", PathItem::new(HttpMethod::Post, compensate))
         .path(
             format!("/{}/{{id}}", P::COLLECTION),
             PathItem::new(HttpMethod::Get, get_record),

@@ -60,7 +60,8 @@ impl std::str::FromStr for SagaId {
     }
 }
 
-/// Where a record stands. `Completed`, `Compensated` and `Failed` are terminal.
+/// Where a record stands. `Completed`, `Compensated` and `Failed` are terminal; the re-driver
+/// keeps working on the others until they reach one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -68,6 +69,10 @@ pub enum Status {
     Pending,
     /// The next hop was skipped (breaker open, timeout, 5xx, connect): the saga finishes later.
     Degraded,
+    /// Given up on (attempts or deadline spent, or the caller cancelled): undoing this hop and
+    /// every hop after it, which ends in `compensated` — or `completed`, when it turns out the
+    /// rest of the chain had finished after all.
+    Compensating,
     /// This hop and every hop after it succeeded.
     Completed,
     /// Gave up and undid this hop's effect (payment refunded, order cancelled).
@@ -85,6 +90,7 @@ impl Status {
         match self {
             Self::Pending => "pending",
             Self::Degraded => "degraded",
+            Self::Compensating => "compensating",
             Self::Completed => "completed",
             Self::Compensated => "compensated",
             Self::Failed => "failed",
@@ -96,8 +102,13 @@ impl Status {
         use Status::*;
         matches!(
             (self, next),
-            (Pending, Completed | Degraded | Failed | Compensated)
-                | (Degraded, Degraded | Completed | Compensated | Failed)
+            (
+                Pending | Degraded,
+                Completed | Degraded | Compensating | Compensated | Failed
+            ) | (
+                Compensating,
+                Compensating | Compensated | Completed | Failed
+            )
         )
     }
 }
@@ -169,6 +180,16 @@ pub struct SagaRecord {
     /// How many times the next hop was tried for this record.
     #[serde(default)]
     pub attempts: u32,
+    /// How many times the re-driver took this record up (`SAGA_MAX_ATTEMPTS` bounds it).
+    #[serde(default)]
+    pub redrives: u32,
+    /// When the re-driver may next take this record up; `None` once it is terminal. Claiming a
+    /// record moves it to the end of the claim's lease, so a crashed driver's claim expires.
+    #[serde(default)]
+    pub due_at: Option<DateTime<Utc>>,
+    /// Which re-driver holds the lease (for people reading the record).
+    #[serde(default)]
+    pub leased_by: Option<String>,
     /// Bumped on every write; writers name the version they read (optimistic concurrency).
     pub version: u64,
     pub created_at: DateTime<Utc>,
@@ -203,10 +224,33 @@ impl SagaRecord {
                 reason: String::new(),
             }],
             attempts: 0,
+            redrives: 0,
+            due_at: None,
+            leased_by: None,
             version: 0,
             created_at: now,
             updated_at: now,
         }
+    }
+
+    /// A record for a key that was cancelled before any request under it arrived: born
+    /// `compensated`, so a late request under that key finds it and does nothing. Its empty
+    /// fingerprint matches no request (see [`SagaRecord::is_tombstone`]).
+    pub fn tombstone(key: String, reason: &str) -> Self {
+        let mut rec = Self::accepted(
+            key,
+            String::new(),
+            String::new(),
+            0,
+            serde_json::Value::Null,
+        );
+        rec.note(Status::Compensated, "compensate", reason);
+        rec
+    }
+
+    /// Whether this record was made by [`SagaRecord::tombstone`].
+    pub fn is_tombstone(&self) -> bool {
+        self.fingerprint.is_empty()
     }
 
     /// Moves to `next`, appending a history event; refuses moves the status machine forbids.
@@ -237,6 +281,10 @@ impl SagaRecord {
             status,
             reason: reason.into(),
         });
+        if status.is_terminal() {
+            self.due_at = None;
+            self.leased_by = None;
+        }
         if self.history.len() > HISTORY_LIMIT {
             let drop = self.history.len() - HISTORY_LIMIT;
             self.history.drain(..drop);
@@ -282,6 +330,35 @@ mod tests {
         assert_eq!(r.status, Status::Completed);
         assert_eq!(r.history.len(), 3);
         assert!(r.transition(Status::Degraded, "x", "").is_err());
+    }
+
+    #[test]
+    fn compensation_ends_compensated_or_completed() {
+        let mut r = rec();
+        r.transition(Status::Degraded, "forward", "timeout")
+            .unwrap();
+        r.due_at = Some(Utc::now());
+        r.transition(Status::Compensating, "give up", "max attempts")
+            .unwrap();
+        assert!(r.due_at.is_some(), "still the re-driver's to finish");
+        r.transition(Status::Compensating, "compensate", "connect")
+            .unwrap();
+        r.transition(Status::Compensated, "compensate", "").unwrap();
+        assert_eq!(r.due_at, None, "a terminal record is due for nothing");
+        assert!(r.transition(Status::Degraded, "forward", "").is_err());
+        let mut late = rec();
+        late.transition(Status::Compensating, "give up", "")
+            .unwrap();
+        late.transition(Status::Completed, "compensate", "already completed")
+            .unwrap();
+    }
+
+    #[test]
+    fn a_tombstone_is_born_compensated_and_matches_no_request() {
+        let t = SagaRecord::tombstone("k/payment".into(), "cancelled by the caller");
+        assert_eq!(t.status, Status::Compensated);
+        assert!(t.is_tombstone());
+        assert!(!rec().is_tombstone());
     }
 
     #[test]

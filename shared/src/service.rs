@@ -9,9 +9,9 @@
 use crate::breaker::Breaker;
 use crate::chaos::{Chaos, Faults};
 use crate::config::{Config, StoreConfig};
-use crate::hop::{incoming_deadline, Hop, IDEMPOTENCY_HEADER};
+use crate::hop::{incoming_deadline, ForwardError, Hop, IDEMPOTENCY_HEADER};
 use crate::http::{self, ApiError};
-use crate::saga::{Fallback, SagaId, SagaRecord, SavedResponse, Status};
+use crate::saga::{Fallback, InvalidTransition, SagaId, SagaRecord, SavedResponse, Status};
 use crate::store::{EmbeddedStore, Inserted, MongoStore, Store, StoreError};
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
@@ -78,6 +78,7 @@ pub fn app<P: Part>(state: Arc<AppState>) -> Router {
         .route("/breaker", get(breaker))
         .route("/openapi.json", get(openapi::<P>))
         .route("/create", post(create::<P>))
+        .route("/compensate", post(compensate::<P>))
         .route(&record_path, get(get_record))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
@@ -165,6 +166,7 @@ pub struct Running {
     pub state: Arc<AppState>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    redriver: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -172,6 +174,7 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+        let _ = self.redriver.await;
     }
 
     /// Stops when `token` is cancelled (e.g. Ctrl-C), then waits.
@@ -223,11 +226,13 @@ pub async fn serve<P: Part>(state: Arc<AppState>) -> Result<Running, StartError>
         next = state.hop.as_ref().map(|h| h.url().as_str()).unwrap_or("-"),
         "listening"
     );
+    let redriver = crate::redrive::spawn::<P>(state.clone());
     Ok(Running {
         addr,
         state,
         shutdown,
         task,
+        redriver,
     })
 }
 
@@ -407,6 +412,8 @@ struct RecordView<'a> {
     fallback: &'a Option<Fallback>,
     history: &'a [crate::saga::HistoryEvent],
     attempts: u32,
+    redrives: u32,
+    due_at: Option<chrono::DateTime<chrono::Utc>>,
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -438,6 +445,8 @@ async fn get_record(
         fallback: &rec.fallback,
         history: &rec.history,
         attempts: rec.attempts,
+        redrives: rec.redrives,
+        due_at: rec.due_at,
         created_at: rec.created_at,
         updated_at: rec.updated_at,
     })
@@ -615,9 +624,22 @@ async fn create<P: Part>(
         canonical,
     );
     rec.key = key.unwrap_or_else(|| rec.saga_id.to_string());
+    // If this request dies before it answers, the re-driver takes the record up once the
+    // request's own deadline (and a second's grace) has passed.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    rec.due_at = Some(crate::redrive::later(
+        rec.created_at,
+        left + Duration::from_secs(1),
+    ));
     let rec = match state.store.insert(&rec).await? {
         Inserted::New => rec,
         Inserted::Existing(old) => {
+            if old.is_tombstone() {
+                // Cancelled by the caller before this request arrived: nothing to do.
+                if let Some(saved) = &old.response {
+                    return Ok(replay(&state, &old, saved));
+                }
+            }
             if old.fingerprint != rec.fingerprint {
                 return Err(ApiError::Conflict(format!(
                     "Idempotency-Key {:?} was already used for a different request (saga {})",
@@ -634,6 +656,91 @@ async fn create<P: Part>(
     };
     span.record("saga_id", tracing::field::display(rec.saga_id));
     process(&state, rec, part.forward(), deadline).await
+}
+
+/// `POST /compensate` with `Idempotency-Key: <key>`: undo the record stored under that key (the
+/// caller gave up on its saga). A record already terminal is left as it is and reported — a
+/// `completed` answer tells the caller the saga finished after all. A key nothing was stored
+/// under yet gets a compensated tombstone, so a request still on its way can't create the
+/// record later. 200 when the record is terminal; 202 while the hops after this one are still
+/// being undone (the re-driver carries on; ask again). Idempotent: ask as often as needed.
+async fn compensate<P: Part>(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let deadline = incoming_deadline(&headers, state.config.request_timeout).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_header",
+            "X-Deadline-Ms must be a whole number of milliseconds (at most 9 digits)",
+            Some("X-Deadline-Ms".into()),
+        )
+    })?;
+    apply_chaos(&state).await?;
+    let key = idempotency_key(&headers)?.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_header",
+            "Idempotency-Key is required: it names the record to compensate",
+            Some("Idempotency-Key".into()),
+        )
+    })?;
+    // A few rounds settle a race with the re-driver or a replay; then the caller asks again.
+    for _ in 0..4 {
+        let mut rec = match state.store.get_by_key(&key).await? {
+            Some(rec) => rec,
+            None => {
+                let mut stone = SagaRecord::tombstone(key.clone(), "cancelled before it arrived");
+                stone.response = Some(saved_response(&state, &stone, StatusCode::OK));
+                match state.store.insert(&stone).await? {
+                    Inserted::New => return Ok(compensate_answer(&state, &stone)),
+                    Inserted::Existing(rec) => rec,
+                }
+            }
+        };
+        if rec.status.is_terminal() {
+            return Ok(compensate_answer(&state, &rec));
+        }
+        let read = rec.version;
+        if rec.status != Status::Compensating {
+            rec.transition(
+                Status::Compensating,
+                "compensate",
+                "cancelled by the caller",
+            )?;
+        }
+        let next = match state.hop.as_ref() {
+            Some(hop) => serde_json::from_value::<P>(rec.body.clone())
+                .ok()
+                .and_then(|p| p.forward())
+                .map(|_| hop),
+            None => None,
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let budget = left.saturating_sub(crate::hop::deadline_margin(left));
+        // Leaves a record that is still compensating due again (after a backoff).
+        crate::redrive::undo(&state, &mut rec, next, budget).await?;
+        rec.response = Some(saved_response(&state, &rec, StatusCode::OK));
+        rec.version = read + 1;
+        if state.store.replace(&rec, read).await? {
+            return Ok(compensate_answer(&state, &rec));
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "the record under Idempotency-Key {key:?} is changing under concurrent requests; retry"
+    )))
+}
+
+fn compensate_answer(state: &AppState, rec: &SagaRecord) -> Response {
+    let code = if rec.status.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let saved = saved_response(state, rec, code);
+    let mut res = (code, Json(saved.body)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&location(state, &rec.saga_id)) {
+        res.headers_mut().insert(header::LOCATION, loc);
+    }
+    res
 }
 
 /// Answers a repeated request with what the first one got.
@@ -678,30 +785,10 @@ async fn process(
             let key = Hop::key_for(&rec.saga_id, state.service);
             let (answer, tries) = hop.forward(&key, rec.count, &part, deadline).await;
             rec.attempts += tries;
-            match answer {
-                Ok(next) => {
-                    // The chain is only complete when every hop after us is.
-                    let (status, reason) = match next.get("status").and_then(|s| s.as_str()) {
-                        Some("degraded") => (Status::Degraded, "downstream degraded"),
-                        _ => (Status::Completed, ""),
-                    };
-                    rec.transition(status, "forward", reason)?;
-                    rec.next = Some(next);
-                    rec.fallback = None;
-                }
-                Err(e) => {
-                    let reason = e.reason();
-                    let detail = e.detail(hop);
-                    if let Some((code, body)) = e.rejected_by_next_hop() {
-                        http_status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
-                        rec.next = Some(body.clone());
-                        rec.transition(Status::Failed, "forward", &reason)?;
-                    } else {
-                        hop.breaker().record_fallback(&reason);
-                        rec.transition(Status::Degraded, "forward", &reason)?;
-                    }
-                    rec.fallback = Some(Fallback { reason, detail });
-                }
+            http_status = apply_answer(&mut rec, answer, hop, "forward", true)?;
+            if !rec.status.is_terminal() {
+                let wait = crate::redrive::backoff(&state.config.saga, rec.redrives);
+                rec.due_at = Some(crate::redrive::later(chrono::Utc::now(), wait));
             }
         }
         _ => {
@@ -709,24 +796,13 @@ async fn process(
         }
     }
 
-    let body = CreateBody {
-        service: state.service,
-        saga_id: Some(rec.saga_id),
-        id: &rec.id,
-        count: rec.count,
-        status: rec.status.as_str(),
-        next: rec.next.as_ref(),
-        fallback: rec.fallback.as_ref(),
-        message: None,
-    };
-    let body = serde_json::to_value(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
-    rec.response = Some(SavedResponse {
-        status: http_status.as_u16(),
-        body: body.clone(),
-    });
+    let saved = saved_response(state, &rec, http_status);
+    let body = saved.body.clone();
+    rec.response = Some(saved);
     rec.version = read + 1;
     if !state.store.replace(&rec, read).await? {
-        // Someone else (a concurrent replay) finished this record first: answer what it stored.
+        // Someone else (a concurrent replay, the re-driver) moved this record first: answer
+        // what it stored.
         if let Some(current) = state.store.get(&rec.saga_id).await? {
             if let Some(saved) = &current.response {
                 return Ok(replay(state, &current, saved));
@@ -742,6 +818,68 @@ async fn process(
         res.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(res)
+}
+
+/// Moves `rec` by the next hop's answer (`step` names the attempt in the history) and returns
+/// the HTTP status to answer with: the next hop's 4xx when it refused the request, else 200.
+/// `fallback` counts a skipped hop in the breaker's fallback metric (requests, not re-drives).
+pub(crate) fn apply_answer(
+    rec: &mut SagaRecord,
+    answer: Result<serde_json::Value, ForwardError>,
+    hop: &Hop,
+    step: &str,
+    fallback: bool,
+) -> Result<StatusCode, InvalidTransition> {
+    match answer {
+        Ok(next) => {
+            // The chain is only complete when every hop after us is.
+            let (status, reason) = crate::redrive::settle(&next);
+            rec.transition(status, step, reason)?;
+            rec.next = Some(next);
+            rec.fallback = None;
+            Ok(StatusCode::OK)
+        }
+        Err(e) => {
+            let reason = e.reason();
+            let detail = e.detail(hop);
+            let mut http_status = StatusCode::OK;
+            if let Some((code, body)) = e.rejected_by_next_hop() {
+                http_status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+                rec.next = Some(body.clone());
+                rec.transition(Status::Failed, step, &reason)?;
+            } else {
+                if fallback {
+                    hop.breaker().record_fallback(&reason);
+                }
+                rec.transition(Status::Degraded, step, &reason)?;
+            }
+            rec.fallback = Some(Fallback { reason, detail });
+            Ok(http_status)
+        }
+    }
+}
+
+/// What `/create` answers about `rec` now; saved in the record so a replay of the same request
+/// answers the record's *current* state (this is how a later `completed` or `compensated`
+/// travels back up the chain).
+pub(crate) fn saved_response(
+    state: &AppState,
+    rec: &SagaRecord,
+    status: StatusCode,
+) -> SavedResponse {
+    let body = serde_json::json!({
+        "service": state.service,
+        "saga_id": rec.saga_id,
+        "id": rec.id,
+        "count": rec.count,
+        "status": rec.status.as_str(),
+        "next": rec.next,
+        "fallback": rec.fallback,
+    });
+    SavedResponse {
+        status: status.as_u16(),
+        body,
+    }
 }
 
 /// How long `main` waits for requests in flight on shutdown.

@@ -13,6 +13,7 @@ pub use embedded::EmbeddedStore;
 pub use mongo::MongoStore;
 
 use crate::saga::{SagaId, SagaRecord, Status};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 /// What an insert did. (Not boxed: it is matched right after the one insert that made it.)
@@ -70,6 +71,14 @@ pub trait Store: Send + Sync + 'static {
     fn list_by_status<'a>(
         &'a self,
         statuses: &'a [Status],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>>;
+
+    /// Records whose `due_at` is at or before `now`, earliest first, at most `limit`: what the
+    /// re-driver should take up next. Terminal records have no `due_at` and never appear.
+    fn list_due<'a>(
+        &'a self,
+        now: DateTime<Utc>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>>;
 

@@ -265,6 +265,29 @@ impl TestStack {
         }
     }
 
+    /// The store a running service writes to.
+    pub fn store(&self, svc: Svc) -> std::sync::Arc<dyn shared::store::Store> {
+        let s = self.running();
+        let r = match svc {
+            Svc::Order => &s.order,
+            Svc::Payment => &s.payment,
+            Svc::Shipment => &s.shipment,
+        };
+        r.state.store.clone()
+    }
+
+    /// `saga verify` on the running stack's three stores.
+    pub async fn verify(&self) -> saga::verify::Report {
+        saga::verify::verify_stores(
+            &*self.store(Svc::Order),
+            &*self.store(Svc::Payment),
+            &*self.store(Svc::Shipment),
+            std::time::Duration::from_secs(300),
+        )
+        .await
+        .expect("the three stores can be read")
+    }
+
     /// Stops the services and drops the test database.
     pub async fn stop(mut self) {
         if let Some(stack) = self.stack.take() {
@@ -275,6 +298,26 @@ impl TestStack {
                 let _ = client.database(db).drop().await;
             }
         }
+    }
+}
+
+/// Polls `probe` until it returns `Some`, for at most `within`; panics naming `what` otherwise.
+/// For waiting on *eventual* states (a re-driven saga finishing), never for timing claims.
+pub async fn eventually<T, F, Fut>(what: &str, within: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{what}: not reached within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -54,6 +54,7 @@ macro_rules! contract_suite {
             replace_with_stale_version_is_refused,
             replace_bumps_version,
             list_by_status_returns_oldest_first_and_respects_limit,
+            list_due_returns_what_is_due_earliest_first_and_follows_replace,
             get_unknown_is_none,
             count_counts,
         );
@@ -448,6 +449,7 @@ fn stored_form(rec: &SagaRecord) -> SagaRecord {
     use chrono::SubsecRound;
     let mut rec = rec.clone();
     rec.created_at = rec.created_at.trunc_subsecs(3);
+    rec.due_at = rec.due_at.map(|at| at.trunc_subsecs(3));
     rec.updated_at = rec.updated_at.trunc_subsecs(3);
     for event in &mut rec.history {
         event.at = event.at.trunc_subsecs(3);
@@ -500,6 +502,9 @@ mod behaviour {
                 },
             ],
             attempts: 3,
+            redrives: 2,
+            due_at: Some(now + TimeDelta::milliseconds(250)),
+            leased_by: Some("order-1-abc".into()),
             version: 7,
             created_at: now - TimeDelta::milliseconds(1500),
             updated_at: now,
@@ -734,6 +739,62 @@ mod behaviour {
             vec![stored_form(&by_key["f2"])],
             "whole records come back"
         );
+    }
+
+    pub async fn list_due_returns_what_is_due_earliest_first_and_follows_replace(
+        store: Arc<dyn Store>,
+    ) {
+        let now = Utc::now();
+        // (key, due in seconds from now; None = nothing left to do)
+        let plan = [
+            ("later", Some(30)),
+            ("b", Some(-2)),
+            ("done", None),
+            ("a", Some(-5)),
+            ("c", Some(0)),
+        ];
+        let mut by_key = std::collections::HashMap::new();
+        for (key, due) in plan {
+            let mut rec = record(key);
+            rec.due_at = due.map(|s| now + TimeDelta::seconds(s));
+            store.insert(&rec).await.expect("insert");
+            by_key.insert(key, rec);
+        }
+        let due = |at, limit| {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .list_due(at, limit)
+                    .await
+                    .expect("list_due")
+                    .into_iter()
+                    .map(|r| r.key)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(due(now, 10).await, ["a", "b", "c"]);
+        assert_eq!(due(now, 2).await, ["a", "b"]);
+        assert!(due(now, 0).await.is_empty());
+        assert_eq!(
+            due(now + TimeDelta::seconds(60), 10).await,
+            ["a", "b", "c", "later"]
+        );
+
+        // A claim moves a record's due time to its lease's end; finishing clears it.
+        let mut claimed = by_key["a"].clone();
+        claimed.due_at = Some(now + TimeDelta::seconds(10));
+        assert!(store.replace(&claimed, 0).await.expect("claim"));
+        assert_eq!(due(now, 10).await, ["b", "c"]);
+        let mut finished = by_key["b"].clone();
+        finished
+            .transition(Status::Completed, "redrive", "")
+            .expect("pending may complete");
+        assert_eq!(
+            finished.due_at, None,
+            "a terminal record is due for nothing"
+        );
+        assert!(store.replace(&finished, 0).await.expect("finish"));
+        assert_eq!(due(now, 10).await, ["c"]);
     }
 
     pub async fn get_unknown_is_none(store: Arc<dyn Store>) {

@@ -7,7 +7,9 @@
 //! - `keys`: idempotency key → saga id (what the unique index on `key` is in MongoDB),
 //! - `by_status`: (status, `updated_at` in ms, saga id) → `()`, so the re-driver's
 //!   [`Store::list_by_status`] reads the oldest records of a status without scanning the rest
-//!   (the `{status, updated_at}` index in MongoDB).
+//!   (the `{status, updated_at}` index in MongoDB),
+//! - `due`: (`due_at` in ms, saga id) → `()` for records the re-driver still has work on, so
+//!   [`Store::list_due`] reads the earliest due first (the `due_at` index in MongoDB).
 //!
 //! redb serializes write transactions, so "insert unless the key exists" and the
 //! compare-and-swap on `version` are each one write transaction that reads, decides and writes:
@@ -28,6 +30,7 @@ use std::sync::Arc;
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const KEYS: TableDefinition<&str, &str> = TableDefinition::new("keys");
 const BY_STATUS: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_status");
+const DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("due");
 
 /// One service's records in one redb file. Cloning is cheap; clones share the open file. redb
 /// allows one open handle per file and process: open each collection once and clone the store.
@@ -74,6 +77,7 @@ impl EmbeddedStore {
             txn.open_table(RECORDS).map_err(redb_error)?;
             txn.open_table(KEYS).map_err(redb_error)?;
             txn.open_table(BY_STATUS).map_err(redb_error)?;
+            txn.open_table(DUE).map_err(redb_error)?;
         }
         txn.commit().map_err(redb_error)?;
         Ok(EmbeddedStore {
@@ -164,6 +168,14 @@ impl Store for EmbeddedStore {
         Box::pin(self.blocking(move |db| list_by_status(db, &statuses, limit)))
     }
 
+    fn list_due<'a>(
+        &'a self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(self.blocking(move |db| list_due(db, now, limit)))
+    }
+
     fn count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.blocking(|db| {
             let txn = db.begin_read().map_err(redb_error)?;
@@ -197,6 +209,10 @@ fn insert(db: &Database, rec: &SagaRecord) -> Result<Inserted, StoreError> {
         by_status
             .insert(status_entry(rec, &id), ())
             .map_err(redb_error)?;
+        if let Some(entry) = due_entry(rec, &id) {
+            let mut due = txn.open_table(DUE).map_err(redb_error)?;
+            due.insert(entry, ()).map_err(redb_error)?;
+        }
     }
     txn.commit().map_err(redb_error)?;
     Ok(Inserted::New)
@@ -238,6 +254,13 @@ fn replace(db: &Database, mut rec: SagaRecord, expected: u64) -> Result<bool, St
         by_status
             .insert(status_entry(&rec, &id), ())
             .map_err(redb_error)?;
+        let mut due = txn.open_table(DUE).map_err(redb_error)?;
+        if let Some(entry) = due_entry(&stored, &id) {
+            due.remove(entry).map_err(redb_error)?;
+        }
+        if let Some(entry) = due_entry(&rec, &id) {
+            due.insert(entry, ()).map_err(redb_error)?;
+        }
         records
             .insert(id.as_str(), encode(&rec)?.as_slice())
             .map_err(redb_error)?;
@@ -271,6 +294,28 @@ fn list_by_status(
     oldest.truncate(limit);
     let records = txn.open_table(RECORDS).map_err(redb_error)?;
     oldest.iter().map(|(_, id)| load(&records, id)).collect()
+}
+
+/// The records due by `now`, earliest first.
+fn list_due(
+    db: &Database,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<SagaRecord>, StoreError> {
+    let txn = db.begin_read().map_err(redb_error)?;
+    let index = txn.open_table(DUE).map_err(redb_error)?;
+    let until = (now.timestamp_millis(), "\u{10ffff}");
+    let mut ids = Vec::new();
+    for entry in index.range(..=until).map_err(redb_error)?.take(limit) {
+        let (entry, _) = entry.map_err(redb_error)?;
+        ids.push(entry.value().1.to_owned());
+    }
+    let records = txn.open_table(RECORDS).map_err(redb_error)?;
+    ids.iter().map(|id| load(&records, id)).collect()
+}
+
+fn due_entry<'a>(rec: &SagaRecord, id: &'a str) -> Option<(i64, &'a str)> {
+    rec.due_at.map(|at| (at.timestamp_millis(), id))
 }
 
 fn status_entry<'a>(rec: &SagaRecord, id: &'a str) -> (&'static str, i64, &'a str) {
@@ -309,6 +354,7 @@ fn at_millisecond_precision(mut rec: SagaRecord) -> SagaRecord {
     }
     rec.created_at = ms(rec.created_at);
     rec.updated_at = ms(rec.updated_at);
+    rec.due_at = rec.due_at.map(ms);
     for event in &mut rec.history {
         event.at = ms(event.at);
     }

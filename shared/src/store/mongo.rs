@@ -67,6 +67,8 @@ const TRANSIENT_CODES: [i32; 13] = [
 pub const KEY_INDEX: &str = "key_unique";
 /// Name of the re-driver's index on `{status: 1, updated_at: 1}`.
 pub const STATUS_INDEX: &str = "status_updated_at";
+/// The index the re-driver reads by: records with work left, earliest due first.
+pub const DUE_INDEX: &str = "due_at";
 
 /// One service's records in one MongoDB collection. Cloning is cheap and clones share the client
 /// and the "indexes are created" state.
@@ -177,6 +179,10 @@ impl MongoStore {
                             .build(),
                     )
                     .build();
+                let due = IndexModel::builder()
+                    .keys(doc! { "due_at": 1 })
+                    .options(IndexOptions::builder().name(DUE_INDEX.to_string()).build())
+                    .build();
                 // Create only what is missing: FerretDB v1 drops the connection (a server-side
                 // panic) on a createIndexes whose indexes all exist already, i.e. on every
                 // restart. An absent collection simply has no indexes yet.
@@ -188,7 +194,7 @@ impl MongoStore {
                     Err(e) if is_namespace_not_found(&e) => Vec::new(),
                     Err(e) => return Err(classify(e)),
                 };
-                let missing: Vec<IndexModel> = [key, by_status]
+                let missing: Vec<IndexModel> = [key, by_status, due]
                     .into_iter()
                     .filter(|m| {
                         let name = m.options.as_ref().and_then(|o| o.name.as_deref());
@@ -267,6 +273,23 @@ impl MongoStore {
         documents.into_iter().map(from_document).collect()
     }
 
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SagaRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.ready().await?;
+        let now = bson::DateTime::from_millis(now.timestamp_millis());
+        let find = self
+            .records
+            .find(doc! { "due_at": { "$lte": now } })
+            .sort(doc! { "due_at": 1, "_id": 1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let documents: Vec<Document> = self
+            .bounded("find", async { find.await?.try_collect().await })
+            .await?;
+        documents.into_iter().map(from_document).collect()
+    }
+
     async fn count_records(&self) -> Result<u64, StoreError> {
         self.ready().await?;
         self.bounded("count", self.records.count_documents(doc! {}))
@@ -319,6 +342,14 @@ impl Store for MongoStore {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
         Box::pin(self.list(statuses, limit))
+    }
+
+    fn list_due<'a>(
+        &'a self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(self.due(now, limit))
     }
 
     fn count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -413,6 +444,16 @@ struct MongoRecord {
     history: Vec<MongoEvent>,
     #[serde(default)]
     attempts: u32,
+    #[serde(default)]
+    redrives: u32,
+    #[serde(
+        default,
+        with = "bson_date::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    due_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    leased_by: Option<String>,
     version: u64,
     #[serde(with = "bson_date")]
     created_at: DateTime<Utc>,
@@ -454,6 +495,9 @@ impl From<SagaRecord> for MongoRecord {
             response,
             history,
             attempts,
+            redrives,
+            due_at,
+            leased_by,
             version,
             created_at,
             updated_at,
@@ -471,6 +515,9 @@ impl From<SagaRecord> for MongoRecord {
             response: response.map(|SavedResponse { status, body }| MongoResponse { status, body }),
             history: history.into_iter().map(MongoEvent::from).collect(),
             attempts,
+            redrives,
+            due_at,
+            leased_by,
             version,
             created_at,
             updated_at,
@@ -493,6 +540,9 @@ impl From<MongoRecord> for SagaRecord {
             response,
             history,
             attempts,
+            redrives,
+            due_at,
+            leased_by,
             version,
             created_at,
             updated_at,
@@ -510,6 +560,9 @@ impl From<MongoRecord> for SagaRecord {
             response: response.map(|MongoResponse { status, body }| SavedResponse { status, body }),
             history: history.into_iter().map(HistoryEvent::from).collect(),
             attempts,
+            redrives,
+            due_at,
+            leased_by,
             version,
             created_at,
             updated_at,
@@ -566,6 +619,31 @@ mod bson_date {
         DateTime::from_timestamp_millis(millis).ok_or_else(|| {
             serde::de::Error::custom(format!("date out of range: {millis} ms since the epoch"))
         })
+    }
+
+    /// An optional date; with `skip_serializing_if = "Option::is_none"` a `None` is no field at
+    /// all, which `{"$lte": …}` never matches.
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(
+            at: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => super::serialize(at, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrap(#[serde(with = "super")] DateTime<Utc>);
+            Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(at)| at))
+        }
     }
 }
 
