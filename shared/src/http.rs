@@ -30,6 +30,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The record is being moved by another actor right now (a twin request, the re-driver):
+    /// transient, so 503 + `Retry-After` — a 4xx would tell a calling hop to give up for good.
+    #[error("{0}")]
+    Busy(String),
     /// `INJECT_ERR`: the original demo's random failure, after the record was persisted.
     #[error("injected failure (INJECT_ERR=1, ERR_RATE={rate}); saga {saga_id} was persisted")]
     Injected { rate: f64, saga_id: String },
@@ -74,6 +78,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Injected { .. } => StatusCode::BAD_GATEWAY,
             Self::Chaos { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
@@ -91,6 +96,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::Busy(_) => "busy",
             Self::Injected { .. } => "injected",
             Self::Chaos { .. } => "chaos",
             Self::Unauthorized => "unauthorized",

@@ -234,7 +234,10 @@ pub fn document<P: Part>() -> OpenApi {
         )
         .response(
             "503",
-            respond("Database unavailable: nothing accepted", Some(&error)),
+            respond(
+                "Database unavailable (nothing accepted), or the saga is being processed by a twin request: retry",
+                Some(&error),
+            ),
         );
 
     let mut key = header(
@@ -272,15 +275,11 @@ pub fn document<P: Part>() -> OpenApi {
         )
         .response("400", respond("Missing or malformed header", Some(&error)))
         .response(
-            "409",
+            "503",
             respond(
-                "The record kept changing under concurrent requests",
+                "Database unavailable, or the record is changing under concurrent requests: nothing changed, retry",
                 Some(&error),
             ),
-        )
-        .response(
-            "503",
-            respond("Database unavailable: nothing changed", Some(&error)),
         );
 
     let get_record = OperationBuilder::new()

@@ -116,17 +116,30 @@ async fn run<P: Part>(state: Arc<AppState>, instance: String) {
                 }
                 let full = batch.len() == BATCH;
                 let open = AtomicBool::new(false);
+                let db_trouble = AtomicBool::new(false);
                 futures::stream::iter(batch)
                     .for_each_concurrent(CONCURRENCY, |rec| {
-                        let (state, instance, open) = (&state, &instance, &open);
+                        let (state, instance, open, db_trouble) =
+                            (&state, &instance, &open, &db_trouble);
                         async move {
+                            // A struggling database gets no more work from us this pass: piling
+                            // on is how a slow database becomes a dead one.
+                            if db_trouble.load(Ordering::Relaxed) {
+                                return;
+                            }
                             let id = rec.saga_id;
                             if let Err(e) = step::<P>(state, rec, instance, open).await {
+                                if matches!(e, StoreError::Unavailable(_)) {
+                                    db_trouble.store(true, Ordering::Relaxed);
+                                }
                                 tracing::warn!(event = "redriveFailed", service = state.service, saga_id = %id, error = %e, "re-drive step failed; the record stays due");
                             }
                         }
                     })
                     .await;
+                let open = AtomicBool::new(
+                    open.load(Ordering::Relaxed) || db_trouble.load(Ordering::Relaxed),
+                );
                 // A full batch means more may be due now; an open breaker means wait.
                 full && !open.load(Ordering::Relaxed)
             }

@@ -724,7 +724,7 @@ async fn compensate<P: Part>(
             return Ok(compensate_answer(&state, &rec));
         }
     }
-    Err(ApiError::Conflict(format!(
+    Err(ApiError::Busy(format!(
         "the record under Idempotency-Key {key:?} is changing under concurrent requests; retry"
     )))
 }
@@ -808,7 +808,7 @@ async fn process(
                 return Ok(replay(state, &current, saved));
             }
         }
-        return Err(ApiError::Conflict(format!(
+        return Err(ApiError::Busy(format!(
             "saga {} is being processed by another request; retry",
             rec.saga_id
         )));
@@ -911,7 +911,10 @@ pub async fn main<P: Part>() -> std::process::ExitCode {
         signal.cancel();
     });
     let service = running.state.service;
-    if tokio::time::timeout(SHUTDOWN_GRACE, running.wait(token))
+    // Serve until told to stop; only then does the grace period start.
+    token.cancelled().await;
+    tracing::info!(service, "stopping: finishing requests in flight");
+    if tokio::time::timeout(SHUTDOWN_GRACE, running.stop())
         .await
         .is_err()
     {

@@ -4,6 +4,7 @@
 //! starts order → payment → shipment for real (the same code `saga up` runs) on free loopback
 //! ports against a fresh database, and `s.post(Svc::Order, "/create", &seed())` talks HTTP to it.
 
+pub mod ferretdb;
 pub mod mongo;
 pub mod process;
 pub mod redis;

@@ -35,6 +35,16 @@ pub struct Proc {
 impl Proc {
     /// Starts binary `name` with exactly `env` (plus PATH), logs to a temp file.
     pub fn spawn(name: &str, env: &[(String, String)]) -> std::io::Result<Self> {
+        Self::spawn_program(name, &binary(name), &[], env)
+    }
+
+    /// Starts `program args…` (called `name` in logs) with exactly `env` (plus PATH).
+    pub fn spawn_program(
+        name: &str,
+        program: &std::path::Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> std::io::Result<Self> {
         let log = std::env::temp_dir().join(format!(
             "saga-{name}-{}-{}.log",
             std::process::id(),
@@ -42,8 +52,9 @@ impl Proc {
         ));
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
-        let mut cmd = Command::new(binary(name));
-        cmd.env_clear()
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env_clear()
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(out)
@@ -64,9 +75,29 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGKILL (on Unix), and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (what `docker stop` sends) and waits up to `within` for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        if !sent.is_ok_and(|s| s.success()) {
+            return None;
+        }
+        let until = std::time::Instant::now() + within;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Still running?
@@ -78,8 +109,20 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_file(&self.log);
+        if std::thread::panicking() {
+            eprintln!("{} log kept: {}", self.name, self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the OS hands out a free loopback port")
 }
 
 /// Polls `url` until it answers 200, up to `within`.

@@ -48,6 +48,37 @@ fn scalar(v: &serde_yaml_ng::Value) -> String {
 }
 
 #[tokio::test]
+async fn sigterm_stops_a_service_gracefully_and_only_sigterm_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = testkit::process::free_port();
+    let env: Vec<(String, String)> = [
+        ("HOST", "127.0.0.1".to_string()),
+        ("PORT", port.to_string()),
+        ("DATA_DIR", dir.path().display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut p = Proc::spawn("shipment", &env).expect("spawn shipment");
+    let ready = format!("http://127.0.0.1:{port}/ready");
+    assert!(
+        wait_ready(&ready, Duration::from_secs(20)).await,
+        "{}",
+        p.log()
+    );
+    // Once the grace period was wrapped around the whole serve: every service quit 10 s
+    // after start. Still serving after a request, and stopping at once on SIGTERM:
+    assert!(p.alive(), "{}", p.log());
+    let status = p
+        .terminate(Duration::from_secs(5))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "{status:?}: {}", p.log());
+    let log = p.log();
+    assert!(log.contains("stopping") && log.contains("stopped"), "{log}");
+    assert!(!log.contains("still in flight"), "{log}");
+}
+
+#[tokio::test]
 async fn the_binaries_run_with_exactly_the_compose_environment() {
     let Some(server) = mongo().await else {
         eprintln!("skipped: no MongoDB");
