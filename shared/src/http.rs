@@ -24,6 +24,12 @@ pub enum ApiError {
     },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error(
+        "request headers too large: {count} headers, {bytes} bytes (limits: {} headers, {} bytes)",
+        crate::service::MAX_HEADERS,
+        crate::service::MAX_HEADER_BYTES
+    )]
+    HeadersTooLarge { count: usize, bytes: usize },
     #[error("Content-Type must be application/json, got {0:?}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -75,6 +81,7 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -93,6 +100,7 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. } => code,
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",

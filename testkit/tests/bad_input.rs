@@ -167,3 +167,29 @@ async fn fifty_concurrent_identical_requests_with_one_key_make_one_saga() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_are_a_json_431() {
+    let s = TestStack::embedded(&[], &[]).await;
+    let send = |n: usize, size: usize| {
+        let mut req = s
+            .http
+            .post(format!("{}/create", s.url(Svc::Order)))
+            .header("content-type", "application/json")
+            .body(seed().to_string());
+        for i in 0..n {
+            req = req.header(format!("x-extra-{i}"), "v".repeat(size));
+        }
+        req.send()
+    };
+    // 70: over our 64, under hyper's own 100 (which answers 431 without a body).
+    for (n, size) in [(70, 1), (2, 12 * 1024)] {
+        let r = testkit::reply(send(n, size).await.expect("answers")).await;
+        assert_eq!(r.status, 431, "{n} headers of {size} bytes: {}", r.text);
+        assert_eq!(r.json["error"], "headers_too_large", "{}", r.text);
+    }
+    assert_eq!(s.count(Svc::Order).await, 0);
+    let ok = testkit::reply(send(10, 100).await.expect("answers")).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    s.stop().await;
+}
