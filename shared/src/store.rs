@@ -75,7 +75,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>>;
 
     /// Records whose `due_at` is at or before `now`, earliest first, at most `limit`: what the
-    /// re-driver should take up next. Terminal records have no `due_at` and never appear.
+    /// re-driver should take up next. Terminal records have no `due_at` and never appear. A
+    /// `pending` record (its request died before answering) may show up late: `MongoStore`
+    /// finds those by a sweep every `SWEEP_EVERY` rather than paying a write per request.
     fn list_due<'a>(
         &'a self,
         now: DateTime<Utc>,

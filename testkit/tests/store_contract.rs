@@ -756,6 +756,9 @@ mod behaviour {
         let mut by_key = std::collections::HashMap::new();
         for (key, due) in plan {
             let mut rec = record(key);
+            // The re-driver's usual work: degraded records (a `pending` one is due only when
+            // its request died; MongoStore finds those by a periodic sweep).
+            rec.status = Status::Degraded;
             rec.due_at = due.map(|s| now + TimeDelta::seconds(s));
             store.insert(&rec).await.expect("insert");
             by_key.insert(key, rec);

@@ -67,6 +67,8 @@ const TRANSIENT_CODES: [i32; 13] = [
 pub const KEY_INDEX: &str = "key_unique";
 /// Name of the re-driver's index on `{status: 1, updated_at: 1}`.
 pub const STATUS_INDEX: &str = "status_updated_at";
+/// How often [`MongoStore::list_due`](Store::list_due) also scans the records themselves.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(20);
 /// The index the re-driver reads by: records with work left, earliest due first.
 pub const DUE_INDEX: &str = "due_at";
 
@@ -80,14 +82,18 @@ pub struct MongoStore {
     /// A hint, kept beside the records rather than found by a query on them: FerretDB v1 on
     /// SQLite pushes down no filter but `_id`, so "records due by now" would read and decode
     /// the whole collection on every poll (measured: 260 ms at 600 orders, and the database
-    /// fell over under three pollers). The hint holds only unfinished records, each read back
-    /// by `_id`; the record stays the truth (see [`MongoStore::due`]).
+    /// fell over under three pollers). Hints are written for `degraded` and `compensating`
+    /// records only — a request that finishes normally writes none — and each is read back by
+    /// `_id`; the record stays the truth (see [`MongoStore::due`]). A `pending` record gets
+    /// work only when its request died, which a periodic sweep over the records finds.
     due: Collection<Document>,
-    /// `<collection>_keys`: `{_id: idempotency key, saga_id}`, written after a record is
-    /// inserted, so a replay finds its record by two `_id` reads instead of a scan on `key`
-    /// (same FerretDB limitation). The unique index on `key` stays the guard; a missing or
-    /// stale entry falls back to the scan.
+    /// `<collection>_keys`: `{_id: idempotency key, saga_id}`, written after each insert, so
+    /// replays find their record by two `_id` reads instead of a
+    /// scan on `key` (same FerretDB limitation). The unique index on `key` stays the guard; a
+    /// missing or stale entry falls back to the scan.
     keys: Collection<Document>,
+    /// When the records were last swept for due work that has no hint.
+    swept: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
     indexes: Arc<OnceCell<()>>,
     op_timeout: Duration,
 }
@@ -140,6 +146,7 @@ impl MongoStore {
             records,
             due,
             keys,
+            swept: Arc::new(std::sync::Mutex::new(None)),
             indexes: Arc::new(OnceCell::new()),
             op_timeout,
         }
@@ -238,13 +245,16 @@ impl MongoStore {
         found.map(from_document).transpose()
     }
 
-    /// Writes the due hint for `rec` *before* the record itself, so a record with work left
-    /// never exists without one (a crash in between leaves a hint without a record, which
-    /// [`MongoStore::due`] drops).
+    /// Writes the due hint for a `degraded` or `compensating` `rec` *before* the record
+    /// itself, so such a record never exists without one (a crash in between leaves a hint
+    /// without a record, which [`MongoStore::due`] drops).
     async fn hint(&self, rec: &SagaRecord) -> Result<(), StoreError> {
         let Some(at) = rec.due_at else {
             return Ok(());
         };
+        if !matches!(rec.status, Status::Degraded | Status::Compensating) {
+            return Ok(());
+        }
         let at = bson::DateTime::from_millis(at.timestamp_millis());
         let id = rec.saga_id.to_string();
         let upsert = self
@@ -268,7 +278,8 @@ impl MongoStore {
             .await?;
         let error = match inserted {
             Ok(_) => {
-                // Best effort: without it, lookups by this key fall back to the scan.
+                // Best effort (a missing entry falls back to the scan): one cheap `_id` write
+                // now saves a whole-collection scan at this record's first replay.
                 let entry = doc! { "_id": &rec.key, "saga_id": rec.saga_id.to_string() };
                 let _ = self.bounded("insert", self.keys.insert_one(entry)).await;
                 return Ok(Inserted::New);
@@ -324,12 +335,8 @@ impl MongoStore {
         let result = self
             .bounded("replaceOne", self.records.replace_one(filter, document))
             .await?;
-        let replaced = result.matched_count == 1;
-        if replaced && rec.due_at.is_none() {
-            // Best effort: a hint left behind is dropped by the next `due`.
-            let _ = self.unhint(&rec.saga_id).await;
-        }
-        Ok(replaced)
+        // A hint left behind by a record that finished is dropped by the next `due`.
+        Ok(result.matched_count == 1)
     }
 
     async fn list(&self, statuses: &[Status], limit: usize) -> Result<Vec<SagaRecord>, StoreError> {
@@ -352,6 +359,8 @@ impl MongoStore {
 
     /// Reads the hints due by `now`, then each record by `_id`, and trusts the record: a hint
     /// whose record is finished or gone is dropped, one whose record moved later is corrected.
+    /// Every [`SWEEP_EVERY`] (and first) it also scans the records themselves for due work
+    /// without a hint: `pending` records whose request died.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SagaRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -380,6 +389,31 @@ impl MongoStore {
                 _ => self.unhint(&saga_id).await?,
             }
         }
+        let sweep = {
+            let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+            let at = tokio::time::Instant::now();
+            let go = swept.is_none_or(|last| at.duration_since(last) >= SWEEP_EVERY);
+            if go {
+                *swept = Some(at);
+            }
+            go
+        };
+        if sweep && due.len() < limit {
+            let find = self
+                .records
+                .find(doc! { "due_at": { "$lte": cutoff } })
+                .limit(i64::try_from(limit).unwrap_or(i64::MAX));
+            let documents: Vec<Document> = self
+                .bounded("find", async { find.await?.try_collect().await })
+                .await?;
+            for rec in documents.into_iter().map(from_document) {
+                let rec = rec?;
+                if due.len() < limit && !due.iter().any(|d| d.saga_id == rec.saga_id) {
+                    due.push(rec);
+                }
+            }
+        }
+        due.sort_by_key(|r| (r.due_at, r.saga_id));
         Ok(due)
     }
 
