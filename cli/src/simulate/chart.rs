@@ -140,6 +140,29 @@ fn per_second(
         .collect()
 }
 
+/// Breaker `i`'s states as spans: each sample holds until the next one. A sample that is
+/// not followed by another within a second (a failed poll) holds for at most a second.
+fn state_spans(series: &Series, i: usize, duration_s: f64) -> Vec<(f64, f64, Seen)> {
+    let samples: Vec<_> = series.samples.iter().filter(|s| s.breaker == i).collect();
+    let mut spans: Vec<(f64, f64, Seen)> = Vec::new();
+    for (k, sample) in samples.iter().enumerate() {
+        let from = sample.at.as_secs_f64();
+        if from >= duration_s {
+            break;
+        }
+        let next = samples
+            .get(k + 1)
+            .map_or(duration_s, |n| n.at.as_secs_f64());
+        let to = next.min(from + 1.0).min(duration_s);
+        match spans.last_mut() {
+            // Merge runs of one state into one rectangle (a smaller SVG, no seams).
+            Some(last) if last.2 == sample.state && (last.1 - from).abs() < 1e-9 => last.1 = to,
+            _ => spans.push((from, to, sample.state)),
+        }
+    }
+    spans
+}
+
 fn fault_rect(fault: Window, y0: f64, y1: f64) -> Rectangle<(f64, f64)> {
     Rectangle::new(
         [(fault.start_s, y0), (fault.end_s, y1)],
@@ -174,6 +197,13 @@ fn titled<DB: DrawingBackend>(
     Ok(rest)
 }
 
+/// Text centred vertically on its anchor.
+fn label_style(size: u32) -> TextStyle<'static> {
+    TextStyle::from((FONT, size).into_font())
+        .pos(Pos::new(HPos::Left, VPos::Center))
+        .color(&BLACK)
+}
+
 /// Whole seconds on the time axis, whole percents on the availability axis.
 fn whole(v: &f64) -> String {
     format!("{v:.0}")
@@ -204,6 +234,7 @@ fn draw_run<DB: DrawingBackend>(
     let root = titled(root, title)?;
     let (top, rest) = root.split_vertically(330);
     let (middle, bottom) = rest.split_vertically(330);
+    let (legend, bottom) = bottom.split_vertically(30);
     let fault = series.fault;
 
     // Availability.
@@ -341,36 +372,44 @@ fn draw_run<DB: DrawingBackend>(
     for (i, _) in BREAKERS.iter().enumerate() {
         let y0 = (BREAKERS.len() - 1 - i) as f64 + 0.15;
         let y1 = y0 + 0.7;
-        chart.draw_series(series.seconds.iter().filter_map(|s| {
-            let colour = match s.breakers[i]? {
-                Seen::Closed => CLOSED,
-                Seen::HalfOpen => HALF_OPEN,
-                Seen::Open => OPEN,
+        chart.draw_series(state_spans(series, i, duration_s).into_iter().map(
+            |(from, to, state)| {
+                let colour = match state {
+                    Seen::Closed => CLOSED,
+                    Seen::HalfOpen => HALF_OPEN,
+                    Seen::Open => OPEN,
+                };
+                Rectangle::new([(from, y0), (to, y1)], colour.filled())
+            },
+        ))?;
+    }
+    chart.draw_series(std::iter::once(Rectangle::new(
+        [(fault.start_s, 0.0), (fault.end_s, 2.0)],
+        BLACK.stroke_width(2),
+    )))?;
+    // The strip is full of data: its legend goes in a line of its own above it.
+    let (mut x, y) = (LABEL_AREA as i32 + 15, 14);
+    for (name, colour, filled) in [
+        ("breaker states (sampled):", WHITE, None),
+        ("closed", CLOSED, Some(true)),
+        ("half-open", HALF_OPEN, Some(true)),
+        ("open", OPEN, Some(true)),
+        ("fault window", BLACK, Some(false)),
+    ] {
+        if let Some(filled) = filled {
+            let style = if filled {
+                colour.filled()
+            } else {
+                colour.stroke_width(2)
             };
-            let x = s.second as f64;
-            Some(Rectangle::new([(x, y0), (x + 1.0, y1)], colour.filled()))
-        }))?;
+            legend.draw(&Rectangle::new([(x, y - 8), (x + 20, y + 8)], style))?;
+            x += 28;
+        }
+        let text = Text::new(name.to_string(), (x, y), label_style(15));
+        legend.draw(&text)?;
+        let (w, _) = legend.estimate_text_size(name, &label_style(15))?;
+        x += w as i32 + 24;
     }
-    chart
-        .draw_series(std::iter::once(Rectangle::new(
-            [(fault.start_s, 0.0), (fault.end_s, 2.0)],
-            BLACK.stroke_width(2),
-        )))?
-        .label("fault window (outline)")
-        .legend(|(x, y)| Rectangle::new([(x, y - 7), (x + 18, y + 7)], BLACK.stroke_width(2)));
-    for (name, colour) in [("closed", CLOSED), ("half-open", HALF_OPEN), ("open", OPEN)] {
-        chart
-            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
-            .label(format!("breaker {name}"))
-            .legend(legend_box(colour));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 14))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
     root.present()
 }
 

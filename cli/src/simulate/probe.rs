@@ -78,6 +78,10 @@ pub async fn inject(
 
 /// Polls `GET /breaker` on each of `urls` (index = breaker) every `every` until `stop` fires.
 /// A failed or unreadable poll is skipped: a gap in the strip, not a made-up state.
+///
+/// A successful half-open trial can begin and end between two polls; the breaker's event
+/// totals still count it, so when `halfOpen` (or `open`) went up without being seen, a sample
+/// of that state is added half-way between the two polls rather than lost.
 pub async fn sample_breakers(
     client: reqwest::Client,
     urls: Vec<String>,
@@ -86,6 +90,7 @@ pub async fn sample_breakers(
     mut stop: oneshot::Receiver<()>,
 ) -> Vec<BreakerSample> {
     let mut samples = Vec::new();
+    let mut last: Vec<Option<(Duration, Poll)>> = vec![None; urls.len()];
     let mut tick = tokio::time::interval_at(start, every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -93,17 +98,51 @@ pub async fn sample_breakers(
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
-        let at = start.elapsed();
         for (breaker, url) in urls.iter().enumerate() {
-            if let Some(state) = poll(&client, url).await {
-                samples.push(BreakerSample { at, breaker, state });
+            let Some(now) = poll(&client, url).await else {
+                continue;
+            };
+            let at = start.elapsed();
+            if let Some((before_at, before)) = last[breaker] {
+                let between = before_at + (at - before_at) / 2;
+                for (missed, went_up) in [
+                    (Seen::Open, now.opens > before.opens),
+                    (Seen::HalfOpen, now.half_opens > before.half_opens),
+                ] {
+                    if went_up && now.state != missed {
+                        samples.push(BreakerSample {
+                            at: between,
+                            breaker,
+                            state: missed,
+                        });
+                    }
+                }
             }
+            samples.push(BreakerSample {
+                at,
+                breaker,
+                state: now.state,
+            });
+            last[breaker] = Some((at, now));
         }
     }
     samples
 }
 
-async fn poll(client: &reqwest::Client, url: &str) -> Option<Seen> {
+/// One answer of `GET /breaker`: the state and the event totals.
+#[derive(Debug, Clone, Copy)]
+struct Poll {
+    state: Seen,
+    opens: u64,
+    half_opens: u64,
+}
+
+async fn poll(client: &reqwest::Client, url: &str) -> Option<Poll> {
     let body: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
-    Seen::parse(body["breaker"]["state"].as_str()?)
+    let breaker = &body["breaker"];
+    Some(Poll {
+        state: Seen::parse(breaker["state"].as_str()?)?,
+        opens: breaker["totals"]["open"].as_u64().unwrap_or(0),
+        half_opens: breaker["totals"]["halfOpen"].as_u64().unwrap_or(0),
+    })
 }

@@ -153,9 +153,12 @@ impl Window {
         t >= self.start_s && t < self.end_s
     }
 
-    /// Whether the whole of second `s` lies inside.
-    fn covers_second(&self, s: u64) -> bool {
-        s as f64 >= self.start_s && (s + 1) as f64 <= self.end_s
+    /// Whether second `s` belongs to the window: its middle lies inside. The fault is switched
+    /// on a few milliseconds after the planned time; this rule keeps the first fault second in
+    /// the window instead of dropping it for a late millisecond.
+    fn holds_second(&self, s: u64) -> bool {
+        let mid = s as f64 + 0.5;
+        mid >= self.start_s && mid < self.end_s
     }
 }
 
@@ -168,7 +171,7 @@ pub struct Second {
     latencies_ms: Vec<f64>,
     /// Worst state of each breaker, `None` when no sample landed in this second.
     pub breakers: [Option<Seen>; BREAKERS.len()],
-    /// Entirely inside the fault window.
+    /// In the fault window (its middle is).
     pub in_fault: bool,
 }
 
@@ -217,6 +220,8 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
 pub struct Series {
     pub seconds: Vec<Second>,
     pub fault: Window,
+    /// Every breaker sample in time order, for drawing states finer than a second.
+    pub samples: Vec<BreakerSample>,
 }
 
 /// Totals and percentiles over some seconds of a series.
@@ -242,7 +247,7 @@ pub fn aggregate(
     let mut seconds: Vec<Second> = (0..duration_s)
         .map(|s| Second {
             second: s,
-            in_fault: fault.covers_second(s),
+            in_fault: fault.holds_second(s),
             ..Second::default()
         })
         .collect();
@@ -266,7 +271,13 @@ pub fn aggregate(
     for row in &mut seconds {
         row.latencies_ms.sort_by(f64::total_cmp);
     }
-    Series { seconds, fault }
+    let mut samples = samples.to_vec();
+    samples.sort_by_key(|s| s.at);
+    Series {
+        seconds,
+        fault,
+        samples,
+    }
 }
 
 fn bucket(seconds: &mut [Second], at: Duration) -> Option<&mut Second> {
@@ -280,7 +291,7 @@ impl Series {
         totals(self.seconds.iter())
     }
 
-    /// Totals over the seconds entirely inside the fault window.
+    /// Totals over the seconds of the fault window.
     pub fn fault_totals(&self) -> Totals {
         totals(self.seconds.iter().filter(|s| s.in_fault))
     }

@@ -172,7 +172,28 @@ const OWNED: [(&str, &str); 10] = [
     ("CHAIN_SVC", "(set per service)"),
 ];
 
+/// `SimulateArgs` as a command of its own, for parsing an argument list outside `saga`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "simulate")]
+struct Standalone {
+    #[command(flatten)]
+    args: SimulateArgs,
+}
+
 impl SimulateArgs {
+    /// Parses `saga simulate`'s arguments (without the program and subcommand names), as the
+    /// command line would; tests build their runs this way.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        let argv = std::iter::once(std::ffi::OsString::from("simulate"))
+            .chain(args.into_iter().map(Into::into));
+        Standalone::try_parse_from(argv).map(|s| s.args)
+    }
+
     /// Checks every flag and returns the settings, or the first problem found.
     pub fn settings(&self) -> Result<Settings, InvalidArgs> {
         let bad = |msg: String| Err(InvalidArgs(msg));
@@ -401,19 +422,10 @@ impl SimulateArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: SimulateArgs,
-    }
 
     fn parse(line: &str) -> Result<Settings, InvalidArgs> {
-        let argv = std::iter::once("simulate").chain(line.split_whitespace());
-        Cli::try_parse_from(argv)
+        SimulateArgs::try_parse_from(line.split_whitespace())
             .map_err(|e| InvalidArgs(e.to_string()))?
-            .args
             .settings()
     }
 

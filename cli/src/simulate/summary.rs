@@ -21,7 +21,7 @@ pub struct Summary {
     pub setup: String,
     /// Every request of the run.
     pub all: Totals,
-    /// Requests scheduled in the seconds entirely inside the fault window.
+    /// Requests scheduled in the seconds of the fault window (whose middle lies inside it).
     pub fault: Totals,
     /// Median of the per-second p99 over the fault window's seconds.
     pub fault_p99_typical_ms: f64,
