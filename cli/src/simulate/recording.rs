@@ -13,7 +13,6 @@
 
 use crate::load::Outcome;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -376,9 +375,6 @@ fn totals<'a>(seconds: impl Iterator<Item = &'a Second>) -> Totals {
     t
 }
 
-/// Counts of fallback reasons along the chain, from the load report.
-pub type Reasons = BTreeMap<String, u64>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +469,23 @@ mod tests {
         );
         assert_eq!(series.open_seconds(1), 2);
         assert_eq!(series.open_seconds(0), 0);
+    }
+
+    #[test]
+    fn a_fault_switched_on_a_few_ms_late_still_owns_its_first_second() {
+        let late = Window {
+            start_s: 1.004,
+            end_s: 3.004,
+        };
+        let series = aggregate(4, late, &[], &[]);
+        assert_eq!(
+            series
+                .seconds
+                .iter()
+                .map(|s| s.in_fault)
+                .collect::<Vec<_>>(),
+            [false, true, true, false]
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 30)]
     pub duration: u64,
     /// Arrival rate in requests per second (open loop: constant whatever the answers take).
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 50.0, allow_negative_numbers = true)]
     pub rate: f64,
     /// Hop timeout in milliseconds (BREAKER_TIMEOUT_MS) when timeouts are on.
     #[arg(long, default_value_t = 300, value_name = "MS")]
@@ -54,10 +54,10 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 3)]
     pub retry_attempts: u32,
     /// When the fault starts, in seconds from the start of the run [default: a third in].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub fault_start: Option<f64>,
     /// How long the fault lasts, in seconds [default: a third of the run].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub fault_length: Option<f64>,
     /// `outage` only: the target hangs (answers 503 only after --request-timeout) instead of
     /// failing at once.
@@ -67,7 +67,7 @@ pub struct SimulateArgs {
     #[arg(long, value_enum, default_value = "shipment")]
     pub target: Target,
     /// Share of requests that fail in the window [default: 1 for outage, 0.3 for flaky].
-    #[arg(long, value_name = "0..1")]
+    #[arg(long, value_name = "0..1", allow_negative_numbers = true)]
     pub error_rate: Option<f64>,
     /// Status of an injected failure.
     #[arg(long, default_value_t = 503)]
@@ -476,6 +476,8 @@ mod tests {
         );
         refused("outage --fault-length 0", "--fault-length");
         refused("outage --fault-start -1", "--fault-start");
+        refused("outage --fault-length -2", "--fault-length");
+        refused("flaky --error-rate -0.1", "--error-rate");
         refused("outage --timeout 0", "--timeout");
         refused("outage --timeout 2000 --request-timeout 1000", "--timeout");
         refused("outage --error-rate 1.5", "--error-rate");
