@@ -214,6 +214,16 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
+/// The textbook median of an ascending slice: the mean of the two middle values when their
+/// number is even, so a fault that was bad for exactly half its seconds is not reported as fine.
+pub fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 /// A run's per-second rows plus the fault window they were recorded under.
 #[derive(Debug, Clone)]
 pub struct Series {
@@ -305,7 +315,7 @@ impl Series {
             .filter_map(|s| s.percentile_ms(0.99))
             .collect();
         p99s.sort_by(f64::total_cmp);
-        percentile(&p99s, 0.5).unwrap_or(0.0)
+        median(&p99s)
     }
 
     /// Seconds in which breaker `i` was seen open (or half-open) at least once.
@@ -496,6 +506,9 @@ mod tests {
         assert_eq!(percentile(&v, 1.0), Some(100.0));
         assert_eq!(percentile(&v, 0.0), Some(1.0));
         assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(median(&[1.0, 2.0, 300.0]), 2.0);
+        assert_eq!(median(&[1.0, 2.0, 300.0, 400.0]), 151.0);
+        assert_eq!(median(&[]), 0.0);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `fault p99` is the p99 of every request scheduled inside the window (what a client saw over
 //! the whole fault, including the requests that were in flight while a breaker made up its
 //! mind), and `typical p99` is the median of the per-second p99s (what a dashboard showed for
-//! most of the fault). With a breaker the first is dominated by the ~`rate × timeout` requests
+//! most of the fault; a fault that was slow for half its seconds gets the mean of the two
+//! middle seconds, not the better one). With a breaker the first is dominated by the ~`rate × timeout` requests
 //! that time out before it opens; the second shows the steady state it reaches.
 
 use super::recording::{Totals, BREAKERS};
