@@ -30,6 +30,7 @@ pub use settings::{InvalidArgs, Settings, SimulateArgs};
 
 use anyhow::Context;
 use run::RunResult;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use summary::{Document, Summary};
 
@@ -46,15 +47,21 @@ pub struct Outcome {
 pub async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     let settings = args.settings()?;
     let outcome = simulate(&settings, settings.json).await?;
-    if settings.json {
-        println!("{}", serde_json::to_string_pretty(&outcome.document)?);
+    let text = if settings.json {
+        format!("{}\n", serde_json::to_string_pretty(&outcome.document)?)
     } else {
-        println!();
-        print!("{}", summary::table(&outcome.document.runs));
-        println!();
+        let mut text = format!("\n{}\n", summary::table(&outcome.document.runs));
         for file in &outcome.files {
-            println!("wrote {}", file.display());
+            text.push_str(&format!("wrote {}\n", file.display()));
         }
+        text
+    };
+    // `saga simulate --json | head` closes the pipe early: the files are written, not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(anyhow::Error::new(e).context("writing the summary"))
+        }
+        _ => {}
     }
     Ok(outcome)
 }
