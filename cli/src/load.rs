@@ -115,8 +115,8 @@ impl Report {
 }
 
 /// How one scheduled request ended.
-#[derive(Debug)]
-enum Outcome {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
     Ok,
     Degraded(Vec<String>),
     Http(u16),
@@ -127,7 +127,8 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn class(&self) -> String {
+    /// The outcome's name in [`Report::outcomes`].
+    pub fn class(&self) -> String {
         match self {
             Self::Ok => "ok".into(),
             Self::Degraded(_) => "degraded".into(),
@@ -151,10 +152,13 @@ impl Outcome {
 }
 
 /// One request's result, sent from its task to the collector.
-struct Sample {
-    outcome: Outcome,
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When the request was due, counted from the start of the schedule.
+    pub scheduled: Duration,
+    pub outcome: Outcome,
     /// From the scheduled time to the end; `None` when the request was never sent.
-    latency: Option<Duration>,
+    pub latency: Option<Duration>,
 }
 
 /// `saga load`: run the plan against `args.url`, print the report, and return it.
@@ -194,7 +198,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<Report> {
 }
 
 /// A bar counting scheduled requests; hidden for JSON output or when stderr is not a terminal.
-fn progress_bar(len: u64, json: bool) -> ProgressBar {
+pub(crate) fn progress_bar(len: u64, json: bool) -> ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -211,10 +215,23 @@ pub async fn drive(
     plan: Plan,
     progress: Option<ProgressBar>,
 ) -> Report {
+    drive_observed(client, url, body, plan, progress, Instant::now(), |_| {}).await
+}
+
+/// [`drive`] with the schedule starting at `start`, showing every request's [`Sample`] to
+/// `observe` as it finishes (in the collector: `observe` runs on one task, never concurrently).
+pub async fn drive_observed(
+    client: &reqwest::Client,
+    url: &str,
+    body: &str,
+    plan: Plan,
+    progress: Option<ProgressBar>,
+    start: Instant,
+    observe: impl FnMut(&Sample),
+) -> Report {
     let (tx, rx) = mpsc::unbounded_channel();
-    let start = Instant::now();
-    let schedule = schedule(client, url, body, plan, tx, progress.clone());
-    let ((), tally) = tokio::join!(schedule, collect(rx));
+    let schedule = schedule(client, url, body, plan, start, tx, progress.clone());
+    let ((), tally) = tokio::join!(schedule, collect(rx, observe));
     let elapsed = start.elapsed();
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -229,19 +246,21 @@ async fn schedule(
     url: &str,
     body: &str,
     plan: Plan,
+    start: Instant,
     tx: mpsc::UnboundedSender<Sample>,
     progress: Option<ProgressBar>,
 ) {
     let in_flight = Arc::new(Semaphore::new(plan.limit.min(Semaphore::MAX_PERMITS)));
-    let start = Instant::now();
     for i in 0..plan.scheduled() {
         let due = plan.due(start, i);
         tokio::time::sleep_until(due).await;
         if let Some(bar) = &progress {
             bar.inc(1);
         }
+        let scheduled = due - start;
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
             let _ = tx.send(Sample {
+                scheduled,
                 outcome: Outcome::Dropped,
                 latency: None,
             });
@@ -257,7 +276,11 @@ async fn schedule(
             let outcome = send(request).await;
             let latency = Some(due.elapsed());
             drop(permit);
-            let _ = tx.send(Sample { outcome, latency });
+            let _ = tx.send(Sample {
+                scheduled,
+                outcome,
+                latency,
+            });
         });
     }
 }
@@ -313,7 +336,10 @@ struct Tally {
 }
 
 /// Receive samples until every task (and the scheduler) has dropped its sender.
-async fn collect(mut rx: mpsc::UnboundedReceiver<Sample>) -> Tally {
+async fn collect(
+    mut rx: mpsc::UnboundedReceiver<Sample>,
+    mut observe: impl FnMut(&Sample),
+) -> Tally {
     let mut tally = Tally {
         histogram: Histogram::new_with_bounds(1, MAX_MICROS, 3)
             .expect("bounds 1..=MAX_MICROS at 3 significant figures are valid for hdrhistogram"),
@@ -323,6 +349,7 @@ async fn collect(mut rx: mpsc::UnboundedReceiver<Sample>) -> Tally {
         scheduled: 0,
     };
     while let Some(sample) = rx.recv().await {
+        observe(&sample);
         tally.add(sample);
     }
     tally

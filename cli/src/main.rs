@@ -1,4 +1,4 @@
-//! `saga`: run the stack, and (as they land) load it, simulate outages and verify invariants.
+//! `saga`: run the stack, load it, simulate outages and verify invariants.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,6 +22,10 @@ enum Command {
     Verify(saga::verify::VerifyArgs),
     /// Drive POST /create at a constant arrival rate and report latency percentiles.
     Load(saga::load::LoadArgs),
+    /// Start the stack, load it, inject a fault mid-run, and chart availability, p99 and breaker
+    /// states (CSV, PNG, SVG); `--matrix` compares none / timeouts / +breakers / +retries.
+    /// Service logs are off unless RUST_LOG is set.
+    Simulate(saga::simulate::SimulateArgs),
 }
 
 #[tokio::main]
@@ -31,7 +35,12 @@ async fn main() -> ExitCode {
         Ok("json") => shared::config::LogFormat::Json,
         _ => shared::config::LogFormat::Pretty,
     };
-    shared::telemetry::init_logging(format);
+    // A simulation runs the services in this process at full load: their per-request logs
+    // would bury its progress and table, so they are opt-in there.
+    let simulating = matches!(cli.command, Command::Simulate(_));
+    if !simulating || std::env::var_os("RUST_LOG").is_some() {
+        shared::telemetry::init_logging(format);
+    }
     let _ = shared::telemetry::prometheus();
     let result = match cli.command {
         Command::Up(args) => saga::up::run(args).await,
@@ -41,12 +50,15 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Load(args) => saga::load::run(args).await.map(drop),
+        Command::Simulate(args) => saga::simulate::run(args).await.map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("saga: {e:#}");
-            if e.downcast_ref::<shared::config::ConfigError>().is_some() {
+            if e.downcast_ref::<shared::config::ConfigError>().is_some()
+                || e.downcast_ref::<saga::simulate::InvalidArgs>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

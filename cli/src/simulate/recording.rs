@@ -1,0 +1,558 @@
+//! What a run observed, folded into one row per second.
+//!
+//! Requests are bucketed by the second they were *scheduled* in, not the one they finished in:
+//! a request that was due at 12.3 s and hung until 22.3 s belongs to second 12, where the fault
+//! hit it. Bucketing by completion would smear a hang's latency over later, healthy seconds and
+//! make the fault look shorter and milder than it was (the same coordinated-omission trap the
+//! load generator avoids). Latencies are kept exactly (a run holds thousands, not millions) so
+//! any window's percentiles are computed from the requests themselves, not merged estimates.
+//!
+//! Breaker states are sampled a few times per second; each second shows the *worst* state seen
+//! (open > half-open > closed), so a breaker that was open for a moment is never hidden by
+//! the samples around it. Everything here is pure: the tests feed it made-up samples.
+
+use crate::load::Outcome;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// How a request ended, as the availability count sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// `completed`: the whole chain did its part.
+    Ok,
+    /// `degraded`: accepted, a later hop skipped by a fallback. Available.
+    Fallback,
+    /// Any 4xx answer.
+    Http4xx,
+    /// Any 5xx answer.
+    Http5xx,
+    /// No answer within the client's timeout.
+    Timeout,
+    /// No connection.
+    Connect,
+    /// A broken connection, an unreadable body, or a 2xx with an unknown status.
+    Other,
+    /// Never sent: the generator's in-flight limit was reached.
+    Dropped,
+}
+
+impl Class {
+    /// Every class, in CSV column order.
+    pub const ALL: [Class; 8] = [
+        Class::Ok,
+        Class::Fallback,
+        Class::Http4xx,
+        Class::Http5xx,
+        Class::Timeout,
+        Class::Connect,
+        Class::Other,
+        Class::Dropped,
+    ];
+
+    pub fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Ok => Self::Ok,
+            Outcome::Degraded(_) => Self::Fallback,
+            Outcome::Http(code) if (400..500).contains(code) => Self::Http4xx,
+            Outcome::Http(_) => Self::Http5xx,
+            Outcome::Timeout => Self::Timeout,
+            Outcome::Connect => Self::Connect,
+            Outcome::Other => Self::Other,
+            Outcome::Dropped => Self::Dropped,
+        }
+    }
+
+    /// The class's CSV column and JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Fallback => "fallbacks",
+            Self::Http4xx => "http_4xx",
+            Self::Http5xx => "http_5xx",
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Other => "other",
+            Self::Dropped => "dropped",
+        }
+    }
+
+    /// Whether the client got what it asked for (the order was accepted).
+    pub fn available(self) -> bool {
+        matches!(self, Self::Ok | Self::Fallback)
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|c| *c == self).unwrap_or(0)
+    }
+}
+
+/// One finished (or dropped) request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecord {
+    /// When it was due, from the start of the run.
+    pub scheduled: Duration,
+    pub class: Class,
+    /// From the scheduled time to the answer; `None` when it was never sent.
+    pub latency: Option<Duration>,
+}
+
+/// A breaker state as sampled; ordered by how bad it is, so `max` is the worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Seen {
+    Closed,
+    HalfOpen,
+    Open,
+}
+
+impl Seen {
+    /// Parses `GET /breaker`'s `breaker.state`.
+    pub fn parse(state: &str) -> Option<Self> {
+        match state {
+            "closed" => Some(Self::Closed),
+            "halfOpen" => Some(Self::HalfOpen),
+            "open" => Some(Self::Open),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::HalfOpen => "halfOpen",
+            Self::Open => "open",
+        }
+    }
+}
+
+/// The two breakers of the chain, by the caller that owns them.
+pub const BREAKERS: [&str; 2] = ["order->payment", "payment->shipment"];
+
+/// One poll of one breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSample {
+    pub at: Duration,
+    /// Index into [`BREAKERS`].
+    pub breaker: usize,
+    pub state: Seen,
+}
+
+/// A span of the run, half-open `[start, end)` in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Window {
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+impl Window {
+    pub fn contains(&self, t: Duration) -> bool {
+        let t = t.as_secs_f64();
+        t >= self.start_s && t < self.end_s
+    }
+
+    /// Whether second `s` belongs to the window: its middle lies inside. The fault is switched
+    /// on a few milliseconds after the planned time; this rule keeps the first fault second in
+    /// the window instead of dropping it for a late millisecond.
+    fn holds_second(&self, s: u64) -> bool {
+        let mid = s as f64 + 0.5;
+        mid >= self.start_s && mid < self.end_s
+    }
+}
+
+/// Everything one second of the run saw.
+#[derive(Debug, Clone, Default)]
+pub struct Second {
+    pub second: u64,
+    counts: [u64; Class::ALL.len()],
+    /// Latencies of the requests sent this second, in milliseconds, sorted.
+    latencies_ms: Vec<f64>,
+    /// Worst state of each breaker, `None` when no sample landed in this second.
+    pub breakers: [Option<Seen>; BREAKERS.len()],
+    /// In the fault window (its middle is).
+    pub in_fault: bool,
+}
+
+impl Second {
+    pub fn requests(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn count(&self, class: Class) -> u64 {
+        self.counts[class.index()]
+    }
+
+    /// Requests that got neither `completed` nor `degraded`.
+    pub fn errors(&self) -> u64 {
+        Class::ALL
+            .iter()
+            .filter(|c| !c.available())
+            .map(|c| self.count(*c))
+            .sum()
+    }
+
+    /// Share of requests answered `completed` or `degraded`, in percent; `None` for no requests.
+    pub fn availability_pct(&self) -> Option<f64> {
+        let n = self.requests();
+        (n > 0).then(|| 100.0 * (n - self.errors()) as f64 / n as f64)
+    }
+
+    /// The latency at quantile `q` (0 to 1) among requests sent this second.
+    pub fn percentile_ms(&self, q: f64) -> Option<f64> {
+        percentile(&self.latencies_ms, q)
+    }
+}
+
+/// Nearest-rank percentile of an ascending slice: the smallest value with at least `q` of the
+/// values at or below it.
+pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// The textbook median of an ascending slice: the mean of the two middle values when their
+/// number is even, so a fault that was bad for exactly half its seconds is not reported as fine.
+pub fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// A run's per-second rows plus the fault window they were recorded under.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub seconds: Vec<Second>,
+    pub fault: Window,
+    /// Every breaker sample in time order, for drawing states finer than a second.
+    pub samples: Vec<BreakerSample>,
+}
+
+/// Totals and percentiles over some seconds of a series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub requests: u64,
+    pub ok: u64,
+    pub fallbacks: u64,
+    pub errors: u64,
+    pub availability_pct: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Folds a run's requests and breaker samples into `duration_s` rows.
+pub fn aggregate(
+    duration_s: u64,
+    fault: Window,
+    requests: &[RequestRecord],
+    samples: &[BreakerSample],
+) -> Series {
+    let mut seconds: Vec<Second> = (0..duration_s)
+        .map(|s| Second {
+            second: s,
+            in_fault: fault.holds_second(s),
+            ..Second::default()
+        })
+        .collect();
+    for r in requests {
+        let Some(row) = bucket(&mut seconds, r.scheduled) else {
+            continue;
+        };
+        row.counts[r.class.index()] += 1;
+        if let Some(latency) = r.latency {
+            row.latencies_ms.push(latency.as_secs_f64() * 1000.0);
+        }
+    }
+    for sample in samples {
+        let Some(row) = bucket(&mut seconds, sample.at) else {
+            continue;
+        };
+        if let Some(slot) = row.breakers.get_mut(sample.breaker) {
+            *slot = (*slot).max(Some(sample.state));
+        }
+    }
+    for row in &mut seconds {
+        row.latencies_ms.sort_by(f64::total_cmp);
+    }
+    let mut samples = samples.to_vec();
+    samples.sort_by_key(|s| s.at);
+    Series {
+        seconds,
+        fault,
+        samples,
+    }
+}
+
+fn bucket(seconds: &mut [Second], at: Duration) -> Option<&mut Second> {
+    let s = usize::try_from(at.as_secs()).ok()?;
+    seconds.get_mut(s)
+}
+
+impl Series {
+    /// Totals over every second.
+    pub fn totals(&self) -> Totals {
+        totals(self.seconds.iter())
+    }
+
+    /// Totals over the seconds of the fault window.
+    pub fn fault_totals(&self) -> Totals {
+        totals(self.seconds.iter().filter(|s| s.in_fault))
+    }
+
+    /// The median of the per-second p99s inside the fault window: the p99 a dashboard showed
+    /// for most of the fault, insensitive to the one second in which a breaker was deciding.
+    pub fn fault_p99_typical_ms(&self) -> f64 {
+        let mut p99s: Vec<f64> = self
+            .seconds
+            .iter()
+            .filter(|s| s.in_fault)
+            .filter_map(|s| s.percentile_ms(0.99))
+            .collect();
+        p99s.sort_by(f64::total_cmp);
+        median(&p99s)
+    }
+
+    /// Seconds in which breaker `i` was seen open (or half-open) at least once.
+    pub fn open_seconds(&self, i: usize) -> u64 {
+        self.seconds
+            .iter()
+            .filter(|s| s.breakers.get(i).copied().flatten() > Some(Seen::Closed))
+            .count() as u64
+    }
+
+    /// One CSV line per second, with a header.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from("second,requests");
+        for class in Class::ALL {
+            out.push(',');
+            out.push_str(class.name());
+        }
+        out.push_str(",errors,availability_pct,p50_ms,p99_ms,max_ms,in_fault");
+        for name in BREAKERS {
+            out.push_str(",breaker_");
+            out.push_str(&name.replace("->", "_"));
+        }
+        out.push('\n');
+        let opt =
+            |v: Option<f64>, digits: usize| v.map(|v| format!("{v:.digits$}")).unwrap_or_default();
+        for s in &self.seconds {
+            let _ = write!(out, "{},{}", s.second, s.requests());
+            for class in Class::ALL {
+                let _ = write!(out, ",{}", s.count(class));
+            }
+            let _ = write!(
+                out,
+                ",{},{},{},{},{},{}",
+                s.errors(),
+                opt(s.availability_pct(), 2),
+                opt(s.percentile_ms(0.5), 3),
+                opt(s.percentile_ms(0.99), 3),
+                opt(s.percentile_ms(1.0), 3),
+                s.in_fault,
+            );
+            for state in s.breakers {
+                let _ = write!(out, ",{}", state.map(Seen::name).unwrap_or(""));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn totals<'a>(seconds: impl Iterator<Item = &'a Second>) -> Totals {
+    let mut t = Totals::default();
+    let mut latencies = Vec::new();
+    for s in seconds {
+        t.requests += s.requests();
+        t.ok += s.count(Class::Ok);
+        t.fallbacks += s.count(Class::Fallback);
+        t.errors += s.errors();
+        latencies.extend_from_slice(&s.latencies_ms);
+    }
+    latencies.sort_by(f64::total_cmp);
+    if t.requests > 0 {
+        t.availability_pct = 100.0 * (t.requests - t.errors) as f64 / t.requests as f64;
+    }
+    t.p50_ms = percentile(&latencies, 0.5).unwrap_or(0.0);
+    t.p99_ms = percentile(&latencies, 0.99).unwrap_or(0.0);
+    t.max_ms = percentile(&latencies, 1.0).unwrap_or(0.0);
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(at_ms: u64, class: Class, latency_ms: u64) -> RequestRecord {
+        RequestRecord {
+            scheduled: Duration::from_millis(at_ms),
+            class,
+            latency: (class != Class::Dropped).then(|| Duration::from_millis(latency_ms)),
+        }
+    }
+
+    fn sample(at_ms: u64, breaker: usize, state: Seen) -> BreakerSample {
+        BreakerSample {
+            at: Duration::from_millis(at_ms),
+            breaker,
+            state,
+        }
+    }
+
+    const FAULT: Window = Window {
+        start_s: 1.0,
+        end_s: 3.0,
+    };
+
+    #[test]
+    fn requests_land_in_the_second_they_were_scheduled_in() {
+        let requests = [
+            req(100, Class::Ok, 5),
+            // Due in second 0, answered ten seconds later: still second 0's latency.
+            req(900, Class::Fallback, 10_000),
+            req(1_000, Class::Http5xx, 7),
+            req(1_500, Class::Timeout, 2_000),
+            req(1_600, Class::Dropped, 0),
+            req(2_999, Class::Ok, 3),
+            // Past the end: ignored rather than growing the series.
+            req(9_000, Class::Ok, 1),
+        ];
+        let series = aggregate(3, FAULT, &requests, &[]);
+        let [s0, s1, s2] = &series.seconds[..] else {
+            panic!("three seconds expected: {series:?}");
+        };
+        assert_eq!((s0.requests(), s0.errors()), (2, 0));
+        assert_eq!(s0.availability_pct(), Some(100.0));
+        assert_eq!(s0.percentile_ms(1.0), Some(10_000.0));
+        assert_eq!((s1.requests(), s1.errors()), (3, 3));
+        assert_eq!(s1.count(Class::Dropped), 1);
+        assert_eq!(s1.availability_pct(), Some(0.0));
+        // A dropped request has no latency: two latencies in second 1.
+        assert_eq!(s1.percentile_ms(0.5), Some(7.0));
+        assert_eq!(s1.percentile_ms(0.99), Some(2_000.0));
+        assert_eq!((s2.requests(), s2.count(Class::Ok)), (1, 1));
+        assert_eq!(
+            series
+                .seconds
+                .iter()
+                .map(|s| s.in_fault)
+                .collect::<Vec<_>>(),
+            [false, true, true]
+        );
+    }
+
+    #[test]
+    fn a_second_without_requests_has_no_availability_or_latency() {
+        let series = aggregate(2, FAULT, &[req(10, Class::Ok, 1)], &[]);
+        assert_eq!(series.seconds[1].availability_pct(), None);
+        assert_eq!(series.seconds[1].percentile_ms(0.99), None);
+        assert!(series.to_csv().lines().nth(2).unwrap().contains(",,,,"));
+    }
+
+    #[test]
+    fn each_second_shows_the_worst_breaker_state_seen_in_it() {
+        let samples = [
+            sample(0, 1, Seen::Closed),
+            sample(500, 1, Seen::Open),
+            sample(900, 1, Seen::Closed),
+            sample(1_100, 1, Seen::HalfOpen),
+            sample(1_200, 1, Seen::Closed),
+            sample(1_300, 0, Seen::Closed),
+            sample(2_500, 1, Seen::Closed),
+        ];
+        let series = aggregate(4, FAULT, &[], &samples);
+        let states: Vec<_> = series.seconds.iter().map(|s| s.breakers).collect();
+        assert_eq!(
+            states,
+            [
+                [None, Some(Seen::Open)],
+                [Some(Seen::Closed), Some(Seen::HalfOpen)],
+                [None, Some(Seen::Closed)],
+                [None, None],
+            ]
+        );
+        assert_eq!(series.open_seconds(1), 2);
+        assert_eq!(series.open_seconds(0), 0);
+    }
+
+    #[test]
+    fn a_fault_switched_on_a_few_ms_late_still_owns_its_first_second() {
+        let late = Window {
+            start_s: 1.004,
+            end_s: 3.004,
+        };
+        let series = aggregate(4, late, &[], &[]);
+        assert_eq!(
+            series
+                .seconds
+                .iter()
+                .map(|s| s.in_fault)
+                .collect::<Vec<_>>(),
+            [false, true, true, false]
+        );
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), Some(50.0));
+        assert_eq!(percentile(&v, 0.99), Some(99.0));
+        assert_eq!(percentile(&v, 1.0), Some(100.0));
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(median(&[1.0, 2.0, 300.0]), 2.0);
+        assert_eq!(median(&[1.0, 2.0, 300.0, 400.0]), 151.0);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn fault_totals_cover_only_the_fault_seconds() {
+        let mut requests = Vec::new();
+        for s in 0..4u64 {
+            for i in 0..10u64 {
+                let slow = (1..3).contains(&s) && i == 0;
+                let class = if s == 2 && i < 5 {
+                    Class::Http5xx
+                } else {
+                    Class::Fallback
+                };
+                requests.push(req(s * 1000 + i * 100, class, if slow { 300 } else { 2 }));
+            }
+        }
+        let series = aggregate(4, FAULT, &requests, &[]);
+        let fault = series.fault_totals();
+        assert_eq!(fault.requests, 20);
+        assert_eq!(fault.errors, 5);
+        assert_eq!(fault.availability_pct, 75.0);
+        assert_eq!(fault.max_ms, 300.0);
+        let all = series.totals();
+        assert_eq!((all.requests, all.fallbacks), (40, 35));
+        // One slow request in each fault second: each second's p99 is the slow one.
+        assert_eq!(series.fault_p99_typical_ms(), 300.0);
+    }
+
+    #[test]
+    fn csv_has_a_header_and_a_row_per_second() {
+        let series = aggregate(
+            2,
+            FAULT,
+            &[req(10, Class::Ok, 1), req(1_010, Class::Http4xx, 2)],
+            &[sample(1_010, 0, Seen::Open)],
+        );
+        let csv = series.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 3, "{csv}");
+        assert!(lines[0].starts_with("second,requests,ok,fallbacks,http_4xx"));
+        assert!(lines[0].ends_with("breaker_order_payment,breaker_payment_shipment"));
+        assert!(lines[2].starts_with("1,1,0,0,1,"), "{}", lines[2]);
+        assert!(lines[2].ends_with(",true,open,"), "{}", lines[2]);
+        let columns = lines[0].split(',').count();
+        assert!(lines.iter().all(|l| l.split(',').count() == columns));
+    }
+}

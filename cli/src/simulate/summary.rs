@@ -1,0 +1,191 @@
+//! One line per run — for the terminal, a CSV and a JSON file — so setups can be compared.
+//!
+//! Two latency views of the fault window are kept because they answer different questions:
+//! `fault p99` is the p99 of every request scheduled inside the window (what a client saw over
+//! the whole fault, including the requests that were in flight while a breaker made up its
+//! mind), and `typical p99` is the median of the per-second p99s (what a dashboard showed for
+//! most of the fault; a fault that was slow for half its seconds gets the mean of the two
+//! middle seconds, not the better one). With a breaker the first is dominated by the ~`rate × timeout` requests
+//! that time out before it opens; the second shows the steady state it reaches.
+
+use super::recording::{Totals, BREAKERS};
+use super::run::RunResult;
+use super::scenario::{Fault, Scenario, Target};
+use super::settings::Settings;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// One run, summed up.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub setup: String,
+    /// Every request of the run.
+    pub all: Totals,
+    /// Requests scheduled in the seconds of the fault window (whose middle lies inside it).
+    pub fault: Totals,
+    /// Median of the per-second p99 over the fault window's seconds.
+    pub fault_p99_typical_ms: f64,
+    /// Seconds in which each breaker was seen open or half-open.
+    pub breaker_open_s: BTreeMap<String, u64>,
+    /// Outcomes as `saga load` names them.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Fallback reasons anywhere along the chain.
+    pub fallback_reasons: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    pub fn of(run: &RunResult) -> Self {
+        Self {
+            setup: run.setup.label(),
+            all: run.series.totals(),
+            fault: run.series.fault_totals(),
+            fault_p99_typical_ms: run.series.fault_p99_typical_ms(),
+            breaker_open_s: BREAKERS
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (name.to_string(), run.series.open_seconds(i)))
+                .collect(),
+            outcomes: run.report.outcomes.clone(),
+            fallback_reasons: run.report.fallbacks.clone(),
+        }
+    }
+
+    /// Seconds in which any breaker was open or half-open.
+    pub fn open_seconds(&self) -> u64 {
+        self.breaker_open_s.values().copied().max().unwrap_or(0)
+    }
+}
+
+/// What the whole simulation was, for the JSON file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Document {
+    pub scenario: Scenario,
+    pub target: Target,
+    pub fault: Fault,
+    pub fault_start_s: f64,
+    pub fault_end_s: f64,
+    pub duration_s: u64,
+    pub rate: f64,
+    pub hop_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub runs: Vec<Summary>,
+}
+
+impl Document {
+    pub fn new(settings: &Settings, runs: Vec<Summary>) -> Self {
+        Self {
+            scenario: settings.scenario,
+            target: settings.target,
+            fault: settings.fault.clone(),
+            fault_start_s: settings.fault_window.start_s,
+            fault_end_s: settings.fault_window.end_s,
+            duration_s: settings.duration.as_secs(),
+            rate: settings.rate,
+            hop_timeout_ms: u64::try_from(settings.hop_timeout.as_millis()).unwrap_or(u64::MAX),
+            request_timeout_ms: u64::try_from(settings.request_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+            runs,
+        }
+    }
+}
+
+const COLUMNS: [(&str, usize); 11] = [
+    ("setup", 26),
+    ("avail %", 8),
+    ("fault avail %", 14),
+    ("p50 ms", 9),
+    ("p99 ms", 9),
+    ("fault p99 ms", 13),
+    ("typical p99", 12),
+    ("max ms", 9),
+    ("fallbacks", 10),
+    ("errors", 7),
+    ("open s", 7),
+];
+
+/// The comparison table, for people.
+pub fn table(runs: &[Summary]) -> String {
+    let mut out = String::new();
+    for (i, (name, width)) in COLUMNS.iter().enumerate() {
+        if i == 0 {
+            let _ = write!(out, "{name:<width$}");
+        } else {
+            let _ = write!(out, " {name:>width$}");
+        }
+    }
+    out.push('\n');
+    let total: usize = COLUMNS.iter().map(|(_, w)| w + 1).sum();
+    out.push_str(&"-".repeat(total - 1));
+    out.push('\n');
+    for r in runs {
+        let w = |i: usize| COLUMNS[i].1;
+        let _ = writeln!(
+            out,
+            "{:<w0$} {:>w1$.2} {:>w2$.2} {:>w3$.1} {:>w4$.1} {:>w5$.1} {:>w6$.1} {:>w7$.1} {:>w8$} {:>w9$} {:>w10$}",
+            r.setup,
+            r.all.availability_pct,
+            r.fault.availability_pct,
+            r.all.p50_ms,
+            r.all.p99_ms,
+            r.fault.p99_ms,
+            r.fault_p99_typical_ms,
+            r.all.max_ms,
+            r.all.fallbacks,
+            r.all.errors,
+            r.open_seconds(),
+            w0 = w(0),
+            w1 = w(1),
+            w2 = w(2),
+            w3 = w(3),
+            w4 = w(4),
+            w5 = w(5),
+            w6 = w(6),
+            w7 = w(7),
+            w8 = w(8),
+            w9 = w(9),
+            w10 = w(10),
+        );
+    }
+    out
+}
+
+/// The comparison as CSV, one row per run.
+pub fn csv(runs: &[Summary]) -> String {
+    let mut out = String::from(
+        "setup,requests,ok,fallbacks,errors,availability_pct,p50_ms,p99_ms,max_ms,\
+         fault_requests,fault_availability_pct,fault_p50_ms,fault_p99_ms,fault_max_ms,\
+         fault_p99_typical_ms",
+    );
+    for name in BREAKERS {
+        let _ = write!(out, ",open_s_{}", name.replace("->", "_"));
+    }
+    out.push('\n');
+    for r in runs {
+        let (a, f) = (&r.all, &r.fault);
+        let _ = write!(
+            out,
+            "{},{},{},{},{},{:.2},{:.3},{:.3},{:.3},{},{:.2},{:.3},{:.3},{:.3},{:.3}",
+            r.setup,
+            a.requests,
+            a.ok,
+            a.fallbacks,
+            a.errors,
+            a.availability_pct,
+            a.p50_ms,
+            a.p99_ms,
+            a.max_ms,
+            f.requests,
+            f.availability_pct,
+            f.p50_ms,
+            f.p99_ms,
+            f.max_ms,
+            r.fault_p99_typical_ms,
+        );
+        for name in BREAKERS {
+            let _ = write!(out, ",{}", r.breaker_open_s.get(name).copied().unwrap_or(0));
+        }
+        out.push('\n');
+    }
+    out
+}
