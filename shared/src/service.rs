@@ -617,13 +617,7 @@ async fn create<P: Part>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let deadline = incoming_deadline(&headers, state.config.request_timeout).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_header",
-            "X-Deadline-Ms must be a whole number of milliseconds (at most 9 digits)",
-            Some("X-Deadline-Ms".into()),
-        )
-    })?;
+    let deadline = request_deadline(&state, &headers)?;
     apply_chaos(&state).await?;
     require_json(&headers)?;
     let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
@@ -689,6 +683,21 @@ async fn create<P: Part>(
     process(&state, rec, part.forward(), deadline).await
 }
 
+/// When this request must be answered by: the caller's `X-Deadline-Ms` (400 when malformed),
+/// capped at `REQUEST_TIMEOUT_MS`.
+fn request_deadline(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<tokio::time::Instant, ApiError> {
+    incoming_deadline(headers, state.config.request_timeout).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_header",
+            "X-Deadline-Ms must be a whole number of milliseconds (at most 9 digits)",
+            Some("X-Deadline-Ms".into()),
+        )
+    })
+}
+
 /// `POST /compensate` with `Idempotency-Key: <key>`: undo the record stored under that key (the
 /// caller gave up on its saga). A record already terminal is left as it is and reported — a
 /// `completed` answer tells the caller the saga finished after all. A key nothing was stored
@@ -699,13 +708,7 @@ async fn compensate<P: Part>(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let deadline = incoming_deadline(&headers, state.config.request_timeout).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_header",
-            "X-Deadline-Ms must be a whole number of milliseconds (at most 9 digits)",
-            Some("X-Deadline-Ms".into()),
-        )
-    })?;
+    let deadline = request_deadline(&state, &headers)?;
     apply_chaos(&state).await?;
     let key = idempotency_key(&headers)?.ok_or_else(|| {
         ApiError::bad_request(

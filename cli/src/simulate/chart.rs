@@ -11,6 +11,7 @@
 
 use super::recording::{Seen, Series, Window, BREAKERS};
 use anyhow::anyhow;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -225,20 +226,16 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     ticks
 }
 
-fn draw_run<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    title: &str,
-    series: &Series,
-    duration_s: f64,
-) -> DrawResult<DB> {
-    let root = titled(root, title)?;
-    let (top, rest) = root.split_vertically(330);
-    let (middle, bottom) = rest.split_vertically(330);
-    let (legend, bottom) = bottom.split_vertically(30);
-    let fault = series.fault;
+type Plane<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
-    // Availability.
-    let mut chart = ChartBuilder::on(&top)
+/// The availability panel's axes (0–105 %, whole seconds) with the fault window shaded: the
+/// same in a run's chart and in the matrix chart.
+fn availability_axes<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    duration_s: f64,
+    fault: Window,
+) -> Result<Plane<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart = ChartBuilder::on(area)
         .margin_left(15)
         .margin_right(30)
         .margin_top(10)
@@ -259,6 +256,23 @@ fn draw_run<DB: DrawingBackend>(
         .draw_series(std::iter::once(fault_rect(fault, 0.0, 105.0)))?
         .label("fault window")
         .legend(legend_box(FAULT_SHADE));
+    Ok(chart)
+}
+
+fn draw_run<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    series: &Series,
+    duration_s: f64,
+) -> DrawResult<DB> {
+    let root = titled(root, title)?;
+    let (top, rest) = root.split_vertically(330);
+    let (middle, bottom) = rest.split_vertically(330);
+    let (legend, bottom) = bottom.split_vertically(30);
+    let fault = series.fault;
+
+    // Availability.
+    let mut chart = availability_axes(&top, duration_s, fault)?;
     chart
         .draw_series(LineSeries::new(
             per_second(series, |s| {
@@ -427,27 +441,7 @@ fn draw_matrix<DB: DrawingBackend>(
     });
     let colour = |i: usize| SETUP_COLOURS[i % SETUP_COLOURS.len()];
 
-    let mut chart = ChartBuilder::on(&top)
-        .margin_left(15)
-        .margin_right(30)
-        .margin_top(10)
-        .x_label_area_size(45)
-        .y_label_area_size(LABEL_AREA)
-        .build_cartesian_2d(0f64..duration_s, 0f64..105f64)?;
-    chart
-        .configure_mesh()
-        .y_desc("availability (%)")
-        .y_label_formatter(&whole)
-        .x_desc("time (s)")
-        .x_label_formatter(&whole)
-        .axis_desc_style((FONT, 18))
-        .label_style((FONT, 15))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
-    chart
-        .draw_series(std::iter::once(fault_rect(fault, 0.0, 105.0)))?
-        .label("fault window")
-        .legend(legend_box(FAULT_SHADE));
+    let mut chart = availability_axes(&top, duration_s, fault)?;
     for (i, (label, series)) in runs.iter().enumerate() {
         chart
             .draw_series(LineSeries::new(
