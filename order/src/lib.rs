@@ -10,9 +10,10 @@ use utoipa::ToSchema;
 pub struct Order {
     #[schema(value_type = String, min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub id: BusinessId,
-    /// Line items, opaque to the saga (the seed sends `[]`).
+    /// Line items, opaque to the saga but each an object, as the schema says (the seed sends
+    /// `[]`).
     #[schema(value_type = Vec<Object>)]
-    pub items: Vec<serde_json::Value>,
+    pub items: Vec<serde_json::Map<String, serde_json::Value>>,
     pub payment: Payment,
 }
 

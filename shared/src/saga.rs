@@ -242,7 +242,8 @@ impl SagaRecord {
             String::new(),
             String::new(),
             0,
-            serde_json::Value::Null,
+            // An empty object, not null: a record's body is an object (the OpenAPI says so).
+            serde_json::Value::Object(serde_json::Map::new()),
         );
         rec.note(Status::Compensated, "compensate", reason);
         rec

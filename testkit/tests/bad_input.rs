@@ -37,6 +37,19 @@ async fn malformed_input_is_rejected_with_the_field_named() {
     assert_rejected(&s, &r, 400, "invalid_field").await;
     assert_eq!(r.json["field"], "payment.amount", "{}", r.text);
 
+    // Line items are opaque, but objects (as /openapi.json says): found by schemathesis.
+    let mut odd = seed();
+    odd["items"] = json!([[null, null]]);
+    let r = s.post(Svc::Order, "/create", &odd).await;
+    assert_rejected(&s, &r, 400, "invalid_field").await;
+    assert!(
+        r.json["field"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("items")),
+        "{}",
+        r.text
+    );
+
     let mut wrong = seed();
     wrong["payment"]["shipment"]["directions"] = json!(5);
     let r = s.post(Svc::Order, "/create", &wrong).await;

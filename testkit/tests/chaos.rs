@@ -55,11 +55,12 @@ async fn faults_switch_at_runtime_and_the_caller_degrades_with_the_reason() {
     // A hang: the breaker's timeout answers for shipment.
     put(&s, Svc::Shipment, json!({"hang": true}), None).await;
     let r = s.post(Svc::Order, "/create", &seed()).await;
-    assert_eq!(
-        r.json["next"]["fallback"]["reason"], "timeout",
-        "{}",
-        r.text
-    );
+    // Payment times out on shipment and answers within order's budget — or, on a loaded
+    // machine, persists too slowly and order's own timeout answers first: a timeout either way.
+    let payment_timed_out = r.json["next"]["fallback"]["reason"] == "timeout";
+    let order_timed_out = r.json["fallback"]["reason"] == "timeout";
+    assert!(payment_timed_out || order_timed_out, "{}", r.text);
+    assert_eq!(r.json["status"], "degraded", "{}", r.text);
 
     // Added latency under the timeout: slower, still complete.
     put(

@@ -43,9 +43,16 @@ fn valid_order() -> impl Strategy<Value = Value> {
         0.0f64..1e12,
         "[a-z0-9]{1,20}",
         "[A-Za-z0-9][A-Za-z0-9 ,.-]{0,29}",
-        prop::collection::vec(any_json(), 0..4),
+        prop::collection::vec(
+            prop::collection::btree_map("[a-z]{1,6}", any_json(), 0..4),
+            0..4,
+        ),
     )
         .prop_map(|(id, amount, sid, directions, items)| {
+            let items: Vec<Value> = items
+                .into_iter()
+                .map(|m| Value::Object(m.into_iter().collect()))
+                .collect();
             json!({
                 "id": id,
                 "items": items,

@@ -257,11 +257,18 @@ impl MongoStore {
         }
         let at = bson::DateTime::from_millis(at.timestamp_millis());
         let id = rec.saga_id.to_string();
-        let upsert = self
-            .due
-            .update_one(doc! { "_id": &id }, doc! { "$set": { "due_at": at } })
-            .upsert(true);
-        self.bounded("update", upsert).await.map(drop)
+        let upsert = || {
+            self.due
+                .update_one(doc! { "_id": &id }, doc! { "$set": { "due_at": at } })
+                .upsert(true)
+        };
+        // Two upserts of one new `_id` at once: one inserts, the other gets E11000 (MongoDB
+        // documents this); by then the hint exists, so once more is an update.
+        match self.bounded_raw("update", upsert().into_future()).await? {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => self.bounded("update", upsert()).await.map(drop),
+            Err(e) => Err(classify(e)),
+        }
     }
 
     async fn unhint(&self, id: &SagaId) -> Result<(), StoreError> {
