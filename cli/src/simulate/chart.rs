@@ -11,6 +11,7 @@
 
 use super::recording::{Seen, Series, Window, BREAKERS};
 use anyhow::anyhow;
+use plotters::coord::combinators::{LogCoord, WithKeyPoints};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -259,6 +260,46 @@ fn availability_axes<'a, DB: DrawingBackend>(
     Ok(chart)
 }
 
+type LogPlane<'a, DB> =
+    ChartContext<'a, DB, Cartesian2d<RangedCoordf64, WithKeyPoints<LogCoord<f64>>>>;
+
+/// A latency panel's axes (log milliseconds from `lo` to `hi`, whole seconds) with the fault
+/// window shaded: the same in a run's chart and in the matrix chart.
+fn latency_axes<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    y_desc: &str,
+    duration_s: f64,
+    (lo, hi): (f64, f64),
+    fault: Window,
+) -> Result<LogPlane<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart = ChartBuilder::on(area)
+        .margin_left(15)
+        .margin_right(30)
+        .margin_top(10)
+        .margin_bottom(5)
+        .x_label_area_size(45)
+        .y_label_area_size(LABEL_AREA)
+        .build_cartesian_2d(
+            0f64..duration_s,
+            (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
+        )?;
+    chart
+        .configure_mesh()
+        .y_desc(y_desc)
+        .x_desc("time (s)")
+        .x_label_formatter(&whole)
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 15))
+        .y_label_formatter(&ms_label)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    chart
+        .draw_series(std::iter::once(fault_rect(fault, lo, hi)))?
+        .label("fault window")
+        .legend(legend_box(FAULT_SHADE));
+    Ok(chart)
+}
+
 fn draw_run<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
@@ -306,30 +347,7 @@ fn draw_run<DB: DrawingBackend>(
             .flat_map(|s| [s.percentile_ms(0.5), s.percentile_ms(0.99)])
             .flatten(),
     );
-    let mut chart = ChartBuilder::on(&middle)
-        .margin_left(15)
-        .margin_right(30)
-        .margin_top(10)
-        .x_label_area_size(45)
-        .y_label_area_size(LABEL_AREA)
-        .build_cartesian_2d(
-            0f64..duration_s,
-            (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
-        )?;
-    chart
-        .configure_mesh()
-        .y_desc("latency (ms, log)")
-        .x_desc("time (s)")
-        .x_label_formatter(&whole)
-        .axis_desc_style((FONT, 18))
-        .label_style((FONT, 15))
-        .y_label_formatter(&ms_label)
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
-    chart
-        .draw_series(std::iter::once(fault_rect(fault, lo, hi)))?
-        .label("fault window")
-        .legend(legend_box(FAULT_SHADE));
+    let mut chart = latency_axes(&middle, "latency (ms, log)", duration_s, (lo, hi), fault)?;
     chart
         .draw_series(LineSeries::new(
             per_second(series, |s| s.percentile_ms(0.5)),
@@ -463,31 +481,13 @@ fn draw_matrix<DB: DrawingBackend>(
         runs.iter()
             .flat_map(|(_, s)| s.seconds.iter().filter_map(|s| s.percentile_ms(0.99))),
     );
-    let mut chart = ChartBuilder::on(&bottom)
-        .margin_left(15)
-        .margin_right(30)
-        .margin_top(10)
-        .margin_bottom(5)
-        .x_label_area_size(45)
-        .y_label_area_size(LABEL_AREA)
-        .build_cartesian_2d(
-            0f64..duration_s,
-            (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
-        )?;
-    chart
-        .configure_mesh()
-        .y_desc("p99 latency (ms, log)")
-        .x_desc("time (s)")
-        .x_label_formatter(&whole)
-        .axis_desc_style((FONT, 18))
-        .label_style((FONT, 15))
-        .y_label_formatter(&ms_label)
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
-    chart
-        .draw_series(std::iter::once(fault_rect(fault, lo, hi)))?
-        .label("fault window")
-        .legend(legend_box(FAULT_SHADE));
+    let mut chart = latency_axes(
+        &bottom,
+        "p99 latency (ms, log)",
+        duration_s,
+        (lo, hi),
+        fault,
+    )?;
     for (i, (label, series)) in runs.iter().enumerate() {
         chart
             .draw_series(LineSeries::new(
