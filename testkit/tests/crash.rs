@@ -91,7 +91,7 @@ impl Services {
             let url = format!("http://127.0.0.1:{}/ready", self.ports[i]);
             let log = self.procs[i].as_ref().map(|p| p.log()).unwrap_or_default();
             assert!(
-                wait_ready(&url, Duration::from_secs(60)).await,
+                wait_ready(&url, Duration::from_secs(180)).await,
                 "{name} never got ready: {log}"
             );
         }
