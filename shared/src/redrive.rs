@@ -137,11 +137,10 @@ async fn run<P: Part>(state: Arc<AppState>, instance: String) {
                         }
                     })
                     .await;
-                let open = AtomicBool::new(
-                    open.load(Ordering::Relaxed) || db_trouble.load(Ordering::Relaxed),
-                );
-                // A full batch means more may be due now; an open breaker means wait.
-                full && !open.load(Ordering::Relaxed)
+                // A full batch means more may be due now; an open breaker or a struggling
+                // database means wait.
+                let wait = open.load(Ordering::Relaxed) || db_trouble.load(Ordering::Relaxed);
+                full && !wait
             }
             Err(e) => {
                 if !paused {
