@@ -13,8 +13,9 @@
 //!
 //! redb serializes write transactions, so "insert unless the key exists" and the
 //! compare-and-swap on `version` are each one write transaction that reads, decides and writes:
-//! the same single-record atomicity MongoDB gives, and no more is offered. redb is synchronous
-//! (and commits `fsync`), so every call runs on tokio's blocking pool.
+//! the same single-record atomicity MongoDB gives, and no more is offered. redb is synchronous,
+//! so every call runs on tokio's blocking pool. Writes share their `fsync`s ([`group_commit`]):
+//! a call returns once its write is on disk, but concurrent writes are flushed together.
 //!
 //! Timestamps are stored truncated to the millisecond, as BSON dates hold them in MongoDB, so a
 //! record reads back the same from either store.
@@ -23,9 +24,15 @@ use super::{Inserted, Store, StoreError};
 use crate::saga::{SagaId, SagaRecord, Status};
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::future::BoxFuture;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+mod group_commit;
+use group_commit::GroupCommit;
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const KEYS: TableDefinition<&str, &str> = TableDefinition::new("keys");
@@ -38,6 +45,7 @@ const DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("due");
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: Arc<PathBuf>,
+    commits: Arc<GroupCommit>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -80,10 +88,24 @@ impl EmbeddedStore {
             txn.open_table(DUE).map_err(redb_error)?;
         }
         txn.commit().map_err(redb_error)?;
+        let db = Arc::new(db);
+        let commits = GroupCommit::start(&db, collection).map_err(|source| {
+            backend(EmbeddedError::Flusher {
+                path: path.clone(),
+                source,
+            })
+        })?;
         Ok(EmbeddedStore {
-            db: Arc::new(db),
+            db,
             path: Arc::new(path),
+            commits: Arc::new(commits),
         })
+    }
+
+    /// How many `fsync`ed commits this store has made: with concurrent writers, fewer than
+    /// writes (see [`group_commit`]). For tests and benchmarks.
+    pub fn flushes(&self) -> u64 {
+        self.commits.flushes()
     }
 
     /// The file this store lives in.
@@ -102,6 +124,36 @@ impl EmbeddedStore {
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
+
+    /// Runs a write on the blocking pool and waits until it is on disk. `work` gets a write
+    /// transaction; whatever it decides (commit or not), the answer waits for everything
+    /// committed before it to be durable too.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let commits = Arc::clone(&self.commits);
+        let (out, ticket) = self
+            .blocking(move |db| {
+                let (txn, ticket) = commits.begin(db)?;
+                Ok((work(txn), ticket))
+            })
+            .await?;
+        self.commits.durable(ticket).await?;
+        out
+    }
+
+    /// Runs a read on the blocking pool; answers once every write it could have seen is on disk.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let out = self.blocking(work).await?;
+        self.commits.settled().await?;
+        Ok(out)
+    }
 }
 
 impl Store for EmbeddedStore {
@@ -119,12 +171,12 @@ impl Store for EmbeddedStore {
 
     fn insert<'a>(&'a self, rec: &'a SagaRecord) -> BoxFuture<'a, Result<Inserted, StoreError>> {
         let rec = at_millisecond_precision(rec.clone());
-        Box::pin(self.blocking(move |db| insert(db, &rec)))
+        Box::pin(self.write(move |txn| insert(txn, &rec)))
     }
 
     fn get<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
         let id = id.to_string();
-        Box::pin(self.blocking(move |db| {
+        Box::pin(self.read(move |db| {
             let txn = db.begin_read().map_err(redb_error)?;
             let records = txn.open_table(RECORDS).map_err(redb_error)?;
             let found = records.get(id.as_str()).map_err(redb_error)?;
@@ -137,7 +189,7 @@ impl Store for EmbeddedStore {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
         let key = key.to_owned();
-        Box::pin(self.blocking(move |db| {
+        Box::pin(self.read(move |db| {
             let txn = db.begin_read().map_err(redb_error)?;
             let keys = txn.open_table(KEYS).map_err(redb_error)?;
             let Some(id) = keys.get(key.as_str()).map_err(redb_error)? else {
@@ -154,7 +206,7 @@ impl Store for EmbeddedStore {
         expected_version: u64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         let rec = at_millisecond_precision(rec.clone());
-        Box::pin(self.blocking(move |db| replace(db, rec, expected_version)))
+        Box::pin(self.write(move |txn| replace(txn, rec, expected_version)))
     }
 
     fn list_by_status<'a>(
@@ -165,7 +217,7 @@ impl Store for EmbeddedStore {
         let mut statuses = statuses.to_vec();
         statuses.sort_by_key(|s| s.as_str());
         statuses.dedup();
-        Box::pin(self.blocking(move |db| list_by_status(db, &statuses, limit)))
+        Box::pin(self.read(move |db| list_by_status(db, &statuses, limit)))
     }
 
     fn list_due<'a>(
@@ -173,7 +225,7 @@ impl Store for EmbeddedStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
-        Box::pin(self.blocking(move |db| list_due(db, now, limit)))
+        Box::pin(self.read(move |db| list_due(db, now, limit)))
     }
 
     fn count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -187,9 +239,8 @@ impl Store for EmbeddedStore {
 
 /// Insert-or-return in one write transaction: the key lookup and the write can't interleave
 /// with another writer's.
-fn insert(db: &Database, rec: &SagaRecord) -> Result<Inserted, StoreError> {
+fn insert(txn: WriteTransaction, rec: &SagaRecord) -> Result<Inserted, StoreError> {
     let id = rec.saga_id.to_string();
-    let txn = db.begin_write().map_err(redb_error)?;
     {
         let mut keys = txn.open_table(KEYS).map_err(redb_error)?;
         let mut records = txn.open_table(RECORDS).map_err(redb_error)?;
@@ -220,12 +271,11 @@ fn insert(db: &Database, rec: &SagaRecord) -> Result<Inserted, StoreError> {
 
 /// Compare-and-swap on `version` in one write transaction. Keeps `keys` and `by_status` in step
 /// with the record (a changed key must still be unique, as MongoDB's index would insist).
-fn replace(db: &Database, mut rec: SagaRecord, expected: u64) -> Result<bool, StoreError> {
+fn replace(txn: WriteTransaction, mut rec: SagaRecord, expected: u64) -> Result<bool, StoreError> {
     rec.version = expected
         .checked_add(1)
         .ok_or_else(|| backend(EmbeddedError::VersionOverflow))?;
     let id = rec.saga_id.to_string();
-    let txn = db.begin_write().map_err(redb_error)?;
     {
         let mut records = txn.open_table(RECORDS).map_err(redb_error)?;
         let stored = match records.get(id.as_str()).map_err(redb_error)? {
@@ -384,6 +434,12 @@ enum EmbeddedError {
         path: PathBuf,
         #[source]
         source: redb::DatabaseError,
+    },
+    #[error("can't start the flush thread for {}: {source}", path.display())]
+    Flusher {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("saga {0} is already stored under another key")]
     DuplicateId(SagaId),
