@@ -230,8 +230,20 @@ pub async fn drive_observed(
     observe: impl FnMut(&Sample),
 ) -> Report {
     let (tx, rx) = mpsc::unbounded_channel();
-    let schedule = schedule(client, url, body, plan, start, tx, progress.clone());
-    let ((), tally) = tokio::join!(schedule, collect(rx, observe));
+    let target = Target {
+        runtime: tokio::runtime::Handle::current(),
+        client: client.clone(),
+        url: url.to_owned(),
+        body: body.to_owned(),
+    };
+    let bar = progress.clone();
+    let schedule = tokio::task::spawn_blocking(move || schedule(&target, plan, start, &tx, bar));
+    let (scheduled, tally) = tokio::join!(schedule, collect(rx, observe));
+    if let Err(e) = scheduled {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
     let elapsed = start.elapsed();
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -239,21 +251,35 @@ pub async fn drive_observed(
     tally.into_report(plan, elapsed)
 }
 
-/// Start request `i` at its due time, each in its own task, until the schedule is done.
-/// Returns once every request is started (or dropped); `tx` clones live on in the tasks.
-async fn schedule(
-    client: &reqwest::Client,
-    url: &str,
-    body: &str,
+/// Where the scheduler sends its requests, and the runtime their tasks run on.
+struct Target {
+    runtime: tokio::runtime::Handle,
+    client: reqwest::Client,
+    url: String,
+    body: String,
+}
+
+/// Start request `i` at its due time, each in its own task on `runtime`, until the schedule is
+/// done. Returns once every request is started (or dropped); `tx` clones live on in the tasks.
+///
+/// Runs on a thread of its own and waits with the OS's sleep, not tokio's timer: tokio's timer
+/// wakes on whole milliseconds, so a request would leave up to 1 ms after its due time and,
+/// since latency is taken from the due time, every percentile would carry that lateness (it
+/// was 1.3 ms of a 1.75 ms p50 against a handler that answers 400 at once).
+fn schedule(
+    target: &Target,
     plan: Plan,
     start: Instant,
-    tx: mpsc::UnboundedSender<Sample>,
+    tx: &mpsc::UnboundedSender<Sample>,
     progress: Option<ProgressBar>,
 ) {
     let in_flight = Arc::new(Semaphore::new(plan.limit.min(Semaphore::MAX_PERMITS)));
     for i in 0..plan.scheduled() {
         let due = plan.due(start, i);
-        tokio::time::sleep_until(due).await;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
         if let Some(bar) = &progress {
             bar.inc(1);
         }
@@ -266,13 +292,14 @@ async fn schedule(
             });
             continue;
         };
-        let request = client
-            .post(url)
+        let request = target
+            .client
+            .post(&target.url)
             .timeout(plan.timeout)
             .header("content-type", "application/json")
-            .body(body.to_owned());
+            .body(target.body.clone());
         let tx = tx.clone();
-        tokio::spawn(async move {
+        target.runtime.spawn(async move {
             let outcome = send(request).await;
             let latency = Some(due.elapsed());
             drop(permit);
