@@ -9,8 +9,8 @@
 
 use crate::http::ApiError;
 use serde::{Deserialize, Serialize};
-use std::sync::RwLock;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// The faults in force. All off by default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -84,18 +84,22 @@ impl Faults {
     }
 }
 
-/// One service's fault switchboard.
+/// One service's fault switchboard. A watch channel, so requests held by a hang or an added
+/// latency hear about a change: clearing a hang releases the requests it holds, as fixing a
+/// real one would.
 #[derive(Debug, Default)]
 pub struct Chaos {
-    faults: RwLock<Faults>,
+    faults: watch::Sender<Faults>,
 }
 
 impl Chaos {
     pub fn get(&self) -> Faults {
-        self.faults
-            .read()
-            .map(|f| f.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.faults.borrow().clone()
+    }
+
+    /// Follows the faults: `changed()` on the receiver completes at the next [`Chaos::set`].
+    pub fn subscribe(&self) -> watch::Receiver<Faults> {
+        self.faults.subscribe()
     }
 
     pub fn set(&self, service: &str, faults: Faults) {
@@ -109,10 +113,7 @@ impl Chaos {
             hang = faults.hang,
             "faults changed"
         );
-        match self.faults.write() {
-            Ok(mut f) => *f = faults,
-            Err(p) => *p.into_inner() = faults,
-        }
+        self.faults.send_replace(faults);
     }
 }
 

@@ -340,38 +340,44 @@ async fn breaker(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
     }))
 }
 
-/// Applies the faults set through `/chaos`, before anything is accepted.
+/// Applies the faults set through `/chaos`, before anything is accepted. A request held by a
+/// hang or an added latency starts over with the new faults when they change (a cleared hang
+/// lets it through).
 async fn apply_chaos(state: &AppState) -> Result<(), ApiError> {
     if !state.config.chaos_enabled {
         return Ok(());
     }
-    let faults = state.chaos.get();
-    if !faults.is_active() {
-        return Ok(());
-    }
-    let wait = if faults.hang {
-        state.config.request_timeout
-    } else {
-        faults.latency()
-    };
-    if !wait.is_zero() {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = state.shutdown.cancelled() => {}
+    let mut changes = state.chaos.subscribe();
+    loop {
+        let faults = changes.borrow_and_update().clone();
+        if !faults.is_active() {
+            return Ok(());
         }
-    }
-    if faults.hang {
-        return Err(ApiError::Chaos {
-            status: 503,
-            what: "hang",
-        });
-    }
-    match faults.roll_error() {
-        Some(status) => Err(ApiError::Chaos {
-            status,
-            what: "error",
-        }),
-        None => Ok(()),
+        let wait = if faults.hang {
+            state.config.request_timeout
+        } else {
+            faults.latency()
+        };
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = state.shutdown.cancelled() => {}
+                Ok(()) = changes.changed() => continue,
+            }
+        }
+        if faults.hang {
+            return Err(ApiError::Chaos {
+                status: 503,
+                what: "hang",
+            });
+        }
+        return match faults.roll_error() {
+            Some(status) => Err(ApiError::Chaos {
+                status,
+                what: "error",
+            }),
+            None => Ok(()),
+        };
     }
 }
 

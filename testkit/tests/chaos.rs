@@ -119,3 +119,42 @@ async fn the_chaos_api_is_absent_unless_enabled_and_guarded_by_its_token() {
     assert_eq!(r.json["error"], "chaos");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn clearing_a_hang_releases_the_requests_it_holds() {
+    // A hang holds a request for REQUEST_TIMEOUT_MS: a minute here, far past this test's waits.
+    let s = TestStack::embedded(
+        &[("CHAOS_ENABLED", "true"), ("REQUEST_TIMEOUT_MS", "60000")],
+        &[],
+    )
+    .await;
+    put(&s, Svc::Shipment, json!({"hang": true}), None).await;
+    let held = tokio::spawn({
+        let req = s
+            .http
+            .post(format!("{}/create", s.url(Svc::Shipment)))
+            .header("content-type", "application/json")
+            .timeout(std::time::Duration::from_secs(90))
+            .body(json!({"id": "7", "directions": "home"}).to_string());
+        async move { reply(req.send().await.expect("POST /create")).await }
+    });
+    // Held: still unanswered well after it was sent.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!held.is_finished(), "the hang let the request through");
+
+    let cleared = s
+        .http
+        .delete(format!("{}/chaos", s.url(Svc::Shipment)))
+        .send()
+        .await
+        .expect("DELETE /chaos");
+    assert_eq!(cleared.status(), 200);
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), held)
+        .await
+        .expect("the held request was not released when the hang was cleared")
+        .expect("request task");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "completed", "{}", r.text);
+    assert_eq!(s.count(Svc::Shipment).await, 1);
+    s.stop().await;
+}
