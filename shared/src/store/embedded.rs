@@ -126,20 +126,15 @@ impl EmbeddedStore {
     }
 
     /// Runs a write on the blocking pool and waits until it is on disk. `work` gets a write
-    /// transaction; whatever it decides (commit or not), the answer waits for everything
-    /// committed before it to be durable too.
+    /// transaction and says whether it committed; whatever it decided, the answer waits for
+    /// everything committed before it to be durable too.
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(WriteTransaction) -> Result<(T, bool), StoreError> + Send + 'static,
     {
         let commits = Arc::clone(&self.commits);
-        let (out, ticket) = self
-            .blocking(move |db| {
-                let (txn, ticket) = commits.begin(db)?;
-                Ok((work(txn), ticket))
-            })
-            .await?;
+        let (out, ticket) = self.blocking(move |db| commits.write(db, work)).await?;
         self.commits.durable(ticket).await?;
         out
     }
@@ -238,8 +233,8 @@ impl Store for EmbeddedStore {
 }
 
 /// Insert-or-return in one write transaction: the key lookup and the write can't interleave
-/// with another writer's.
-fn insert(txn: WriteTransaction, rec: &SagaRecord) -> Result<Inserted, StoreError> {
+/// with another writer's. The second value says whether it committed.
+fn insert(txn: WriteTransaction, rec: &SagaRecord) -> Result<(Inserted, bool), StoreError> {
     let id = rec.saga_id.to_string();
     {
         let mut keys = txn.open_table(KEYS).map_err(redb_error)?;
@@ -247,7 +242,7 @@ fn insert(txn: WriteTransaction, rec: &SagaRecord) -> Result<Inserted, StoreErro
         let mut by_status = txn.open_table(BY_STATUS).map_err(redb_error)?;
         if let Some(owner) = keys.get(rec.key.as_str()).map_err(redb_error)? {
             // Dropping the transaction uncommitted writes nothing.
-            return load(&records, owner.value()).map(Inserted::Existing);
+            return load(&records, owner.value()).map(|old| (Inserted::Existing(old), false));
         }
         if records.get(id.as_str()).map_err(redb_error)?.is_some() {
             return Err(backend(EmbeddedError::DuplicateId(rec.saga_id)));
@@ -266,12 +261,17 @@ fn insert(txn: WriteTransaction, rec: &SagaRecord) -> Result<Inserted, StoreErro
         }
     }
     txn.commit().map_err(redb_error)?;
-    Ok(Inserted::New)
+    Ok((Inserted::New, true))
 }
 
 /// Compare-and-swap on `version` in one write transaction. Keeps `keys` and `by_status` in step
 /// with the record (a changed key must still be unique, as MongoDB's index would insist).
-fn replace(txn: WriteTransaction, mut rec: SagaRecord, expected: u64) -> Result<bool, StoreError> {
+/// The second value says whether it committed.
+fn replace(
+    txn: WriteTransaction,
+    mut rec: SagaRecord,
+    expected: u64,
+) -> Result<(bool, bool), StoreError> {
     rec.version = expected
         .checked_add(1)
         .ok_or_else(|| backend(EmbeddedError::VersionOverflow))?;
@@ -280,10 +280,10 @@ fn replace(txn: WriteTransaction, mut rec: SagaRecord, expected: u64) -> Result<
         let mut records = txn.open_table(RECORDS).map_err(redb_error)?;
         let stored = match records.get(id.as_str()).map_err(redb_error)? {
             Some(bytes) => decode(&id, bytes.value())?,
-            None => return Ok(false),
+            None => return Ok((false, false)),
         };
         if stored.version != expected {
-            return Ok(false);
+            return Ok((false, false));
         }
         if stored.key != rec.key {
             let mut keys = txn.open_table(KEYS).map_err(redb_error)?;
@@ -316,7 +316,7 @@ fn replace(txn: WriteTransaction, mut rec: SagaRecord, expected: u64) -> Result<
             .map_err(redb_error)?;
     }
     txn.commit().map_err(redb_error)?;
-    Ok(true)
+    Ok((true, true))
 }
 
 /// Walks `by_status` for each status (each range is already oldest-first), then merges. Order
