@@ -20,6 +20,17 @@ async fn put(
     reply(req.send().await.expect("PUT /chaos")).await
 }
 
+/// `DELETE /chaos`, which must succeed.
+async fn clear(s: &TestStack, svc: Svc) {
+    let cleared = s
+        .http
+        .delete(format!("{}/chaos", s.url(svc)))
+        .send()
+        .await
+        .expect("DELETE /chaos");
+    assert_eq!(cleared.status(), 200);
+}
+
 #[tokio::test]
 async fn faults_switch_at_runtime_and_the_caller_degrades_with_the_reason() {
     let s = TestStack::embedded(
@@ -73,13 +84,7 @@ async fn faults_switch_at_runtime_and_the_caller_degrades_with_the_reason() {
     let r = s.post(Svc::Order, "/create", &seed()).await;
     assert_eq!(r.json["status"], "completed", "{}", r.text);
 
-    let cleared = s
-        .http
-        .delete(format!("{}/chaos", s.url(Svc::Shipment)))
-        .send()
-        .await
-        .expect("DELETE /chaos");
-    assert_eq!(cleared.status(), 200);
+    clear(&s, Svc::Shipment).await;
     let r = s.post(Svc::Order, "/create", &seed()).await;
     assert_eq!(r.json["status"], "completed", "{}", r.text);
     s.stop().await;
@@ -142,13 +147,7 @@ async fn clearing_a_hang_releases_the_requests_it_holds() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!held.is_finished(), "the hang let the request through");
 
-    let cleared = s
-        .http
-        .delete(format!("{}/chaos", s.url(Svc::Shipment)))
-        .send()
-        .await
-        .expect("DELETE /chaos");
-    assert_eq!(cleared.status(), 200);
+    clear(&s, Svc::Shipment).await;
     let r = tokio::time::timeout(std::time::Duration::from_secs(20), held)
         .await
         .expect("the held request was not released when the hang was cleared")
