@@ -12,6 +12,7 @@ use super::settings::Settings;
 use crate::load::{self, Plan, SEED};
 use crate::up::{self, Stack, UpArgs};
 use anyhow::Context;
+use shared::store::MongoStore;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -42,16 +43,14 @@ pub async fn run(settings: &Settings, setup: Setup, quiet: bool) -> anyhow::Resu
         settings.request_timeout,
         settings.retry_attempts,
     ));
+    let mongo_db = format!(
+        "simulate_{}_{}_{}",
+        settings.scenario.name(),
+        setup.slug().replace('-', "_"),
+        chrono::Utc::now().format("%Y%m%d%H%M%S%3f")
+    );
     match &settings.mongo_url {
-        Some(_) => env.push((
-            "MONGO_DB".into(),
-            format!(
-                "simulate_{}_{}_{}",
-                settings.scenario.name(),
-                setup.slug().replace('-', "_"),
-                chrono::Utc::now().format("%Y%m%d%H%M%S%3f")
-            ),
-        )),
+        Some(_) => env.push(("MONGO_DB".into(), mongo_db.clone())),
         None => env.push(("DATA_DIR".into(), data.path().display().to_string())),
     }
     let args = UpArgs {
@@ -67,7 +66,22 @@ pub async fn run(settings: &Settings, setup: Setup, quiet: bool) -> anyhow::Resu
     let stack = up::start(&args).await?;
     let result = drive(settings, setup, &stack, quiet).await;
     stack.stop().await;
+    if let Some(url) = &settings.mongo_url {
+        drop_run_database(url, &mongo_db).await;
+    }
     result
+}
+
+/// The run's MongoDB database is throwaway, like the embedded store's temp dir: drop it, so
+/// runs don't pile up databases. A failure only warns; the run's results stand.
+async fn drop_run_database(url: &str, db: &str) {
+    let dropped = match MongoStore::connect(url, db, "orders", Duration::from_secs(5)).await {
+        Ok(store) => store.drop_database().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = dropped {
+        eprintln!("warning: could not drop the run's database {db}: {e}");
+    }
 }
 
 fn base_url(stack: &Stack, target: Target) -> String {

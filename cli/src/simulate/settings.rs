@@ -109,8 +109,8 @@ pub struct SimulateArgs {
     /// Where the CSV, JSON and charts go.
     #[arg(long, default_value = "target/simulate")]
     pub out: PathBuf,
-    /// MongoDB for the services (a fresh database per run); without it each run gets an
-    /// embedded store in a temporary directory.
+    /// MongoDB for the services (a fresh database per run, dropped after it); without it each
+    /// run gets an embedded store in a temporary directory.
     #[arg(long, env = "MONGO_URL")]
     pub mongo_url: Option<String>,
     /// Any other service variable, e.g. `--env BREAKER_RESET_JITTER_MS=500` (repeatable). The

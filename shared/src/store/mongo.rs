@@ -152,6 +152,12 @@ impl MongoStore {
         }
     }
 
+    /// Drops this store's whole database (every collection in it, not only this store's).
+    /// For throwaway databases, such as the one `saga simulate` makes per run.
+    pub async fn drop_database(&self) -> Result<(), StoreError> {
+        self.bounded("dropDatabase", self.db.drop()).await
+    }
+
     /// Runs one driver call under the backstop timer. The driver's own timeouts (server
     /// selection, connect) normally fire first with a better message; this catches a server
     /// that accepted the connection and then went silent.
