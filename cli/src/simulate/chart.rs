@@ -54,27 +54,26 @@ fn font() -> anyhow::Result<()> {
     }
 }
 
+/// Draws one picture twice, as `<stem>.png` and `<stem>.svg`: `$draw` is called with a drawing
+/// area of each backend (a macro because the backends are different types).
+macro_rules! png_and_svg {
+    ($stem:expr, $size:expr, |$area:ident| $draw:expr) => {{
+        font()?;
+        let png = $stem.with_extension("png");
+        let svg = $stem.with_extension("svg");
+        let $area = BitMapBackend::new(&png, $size).into_drawing_area();
+        $draw.map_err(|e| anyhow!("drawing {}: {e}", png.display()))?;
+        let $area = SVGBackend::new(&svg, $size).into_drawing_area();
+        $draw.map_err(|e| anyhow!("drawing {}: {e}", svg.display()))?;
+        Ok(())
+    }};
+}
+
 /// Writes `<stem>.png` and `<stem>.svg` of one run.
 pub fn run_chart(stem: &Path, title: &str, series: &Series, duration_s: f64) -> anyhow::Result<()> {
-    font()?;
-    let size = (WIDTH, 900);
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
-    draw_run(
-        BitMapBackend::new(&png, size).into_drawing_area(),
-        title,
-        series,
-        duration_s,
-    )
-    .map_err(|e| anyhow!("drawing {}: {e}", png.display()))?;
-    draw_run(
-        SVGBackend::new(&svg, size).into_drawing_area(),
-        title,
-        series,
-        duration_s,
-    )
-    .map_err(|e| anyhow!("drawing {}: {e}", svg.display()))?;
-    Ok(())
+    png_and_svg!(stem, (WIDTH, 900), |area| draw_run(
+        area, title, series, duration_s
+    ))
 }
 
 /// Writes `<stem>.png` and `<stem>.svg` comparing the runs of a matrix.
@@ -84,25 +83,9 @@ pub fn matrix_chart(
     runs: &[(String, &Series)],
     duration_s: f64,
 ) -> anyhow::Result<()> {
-    font()?;
-    let size = (WIDTH, 800);
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
-    draw_matrix(
-        BitMapBackend::new(&png, size).into_drawing_area(),
-        title,
-        runs,
-        duration_s,
-    )
-    .map_err(|e| anyhow!("drawing {}: {e}", png.display()))?;
-    draw_matrix(
-        SVGBackend::new(&svg, size).into_drawing_area(),
-        title,
-        runs,
-        duration_s,
-    )
-    .map_err(|e| anyhow!("drawing {}: {e}", svg.display()))?;
-    Ok(())
+    png_and_svg!(stem, (WIDTH, 800), |area| draw_matrix(
+        area, title, runs, duration_s
+    ))
 }
 
 type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
