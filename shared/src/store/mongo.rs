@@ -1,7 +1,13 @@
 //! [`MongoStore`]: a service's records in one MongoDB collection (also runs on FerretDB).
 //!
-//! Shaped by four constraints:
+//! Shaped by five constraints:
 //!
+//! - **Few round trips.** Each command to the database costs milliseconds (3-7 ms to FerretDB),
+//!   so a request's path sends as few as possible: a hop writes its record once when it accepts
+//!   the request and once when it knows the outcome, nothing else. The idempotency key *is* the
+//!   document's `_id`, so "is this key taken" needs no side collection and no secondary index;
+//!   concurrent requests' writes travel together in one command ([`batch`]); and the
+//!   re-driver's poll reads its schedule from memory ([`due`]), so a quiet service sends nothing.
 //! - **Start without the database.** [`MongoStore::connect`] only parses the URI and builds a
 //!   [`Client`], which connects lazily; the service starts and reports not-ready instead of
 //!   crash-looping. Server-selection and connect timeouts come from the caller's `op_timeout`, so
@@ -10,40 +16,38 @@
 //!   and then never answers. The indexes are created on the first operation that reaches the
 //!   server (and again on the next one if that failed), before anything is written.
 //! - **Only single-document atomicity.** FerretDB v1 has no transactions, so "insert or return what
-//!   is there" is an insert guarded by a unique index on `key` (the database enforces it, not this
-//!   code), and an update is a compare-and-swap `replaceOne({_id, version})`.
-//! - **Dates are BSON dates.** chrono's serde form is a string, which sorts only by accident; here
-//!   every timestamp is written as a BSON date, so `{status, updated_at}` sorts by time. BSON dates
-//!   hold milliseconds: stored timestamps are truncated to the millisecond (the embedded store does
-//!   the same, so both stores return the same records). BSON has no unsigned integers: `version`
-//!   and the counters are written as `Int64`.
-//! - **Client JSON is stored as JSON text.** `body`, `next` and `response.body` hold whatever the
-//!   client or the next hop sent, and not every JSON value is a valid BSON document: FerretDB
-//!   refuses field names containing `.` or starting with `$` (MongoDB accepts some of them), and
-//!   BSON has no integer above `i64::MAX`. Kept as strings, any JSON the service accepted is
-//!   stored, on every server, exactly as the embedded store keeps it; nothing queries inside them.
-//!
-//! The document layout (`MongoRecord`, the BSON mapping) is in [`document`].
+//!   is there" is an upsert on `_id` (the database enforces the key's uniqueness, not this code),
+//!   and an update is a compare-and-swap on `{_id, version}`.
+//! - **Durable when acknowledged.** Writes ask for `w: "majority", j: true` and reads for read
+//!   concern `majority`: an answered request's record is on disk (journal) and on a majority of a
+//!   replica set, and no read returns what a failover could roll back. On a standalone `mongod`
+//!   `j: true` waits for the journal flush (up to its commit interval, 100 ms by default, less
+//!   under group commit); without it an acknowledged write could be lost in a crash.
+//! - **Dates are BSON dates; client JSON is JSON text.** See [`document`] for the layout.
 
+mod batch;
 mod document;
+mod due;
 
 use super::{Inserted, Store, StoreError};
 use crate::saga::{SagaId, SagaRecord, Status};
+use batch::{Batcher, Write, Written};
 use chrono::{DateTime, Utc};
 use document::{from_document, to_document};
+use due::Schedule;
 use futures::future::BoxFuture;
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
-/// MongoDB's error code for a unique-index violation.
-const DUPLICATE_KEY: i32 = 11000;
+pub use batch::{MAX_BATCH, MAX_FLUSHES, MAX_QUEUED};
+pub use due::SWEEP_EVERY;
 
 /// Server error codes that mean "not now" rather than "never": the node is shutting down,
 /// stepping down, unreachable from a router, or ran out of time. Retrying later can succeed.
@@ -63,37 +67,21 @@ const TRANSIENT_CODES: [i32; 13] = [
     13436, // NotPrimaryOrSecondary
 ];
 
-/// Name of the unique index on `key`.
-pub const KEY_INDEX: &str = "key_unique";
-/// Name of the re-driver's index on `{status: 1, updated_at: 1}`.
+/// Name of the unique index on `saga_id` (`GET /<collection>/{id}` reads by it).
+pub const SAGA_ID_INDEX: &str = "saga_id_unique";
+/// Name of the index on `{status: 1, updated_at: 1}` (`saga verify`, listing by status).
 pub const STATUS_INDEX: &str = "status_updated_at";
-/// How often [`MongoStore::list_due`](Store::list_due) also scans the records themselves.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(20);
-/// The index the re-driver reads by: records with work left, earliest due first.
+/// The index the re-driver's sweep reads by: records with work left, earliest due first.
 pub const DUE_INDEX: &str = "due_at";
 
-/// One service's records in one MongoDB collection. Cloning is cheap and clones share the client
-/// and the "indexes are created" state.
+/// One service's records in one MongoDB collection. Cloning is cheap and clones share the
+/// client, the write queue, the schedule and the "indexes are created" state.
 #[derive(Clone)]
 pub struct MongoStore {
     db: Database,
     records: Collection<Document>,
-    /// `<collection>_due`: `{_id: saga id, due_at}` for each record the re-driver has work on.
-    /// A hint, kept beside the records rather than found by a query on them: FerretDB v1 on
-    /// SQLite pushes down no filter but `_id`, so "records due by now" would read and decode
-    /// the whole collection on every poll (measured: 260 ms at 600 orders, and the database
-    /// fell over under three pollers). Hints are written for `degraded` and `compensating`
-    /// records only — a request that finishes normally writes none — and each is read back by
-    /// `_id`; the record stays the truth (see [`MongoStore::due`]). A `pending` record gets
-    /// work only when its request died, which a periodic sweep over the records finds.
-    due: Collection<Document>,
-    /// `<collection>_keys`: `{_id: idempotency key, saga_id}`, written after each insert, so
-    /// replays find their record by two `_id` reads instead of a
-    /// scan on `key` (same FerretDB limitation). The unique index on `key` stays the guard; a
-    /// missing or stale entry falls back to the scan.
-    keys: Collection<Document>,
-    /// When the records were last swept for due work that has no hint.
-    swept: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    writes: Batcher,
+    schedule: Arc<Schedule>,
     indexes: Arc<OnceCell<()>>,
     op_timeout: Duration,
 }
@@ -112,6 +100,8 @@ impl MongoStore {
     /// Builds a client for `uri` and a store on `db.collection`. Does not contact the server (a
     /// `mongodb+srv://` URI does need DNS), so it succeeds while the database is down; fails only
     /// on a URI the driver can't use. Server selection and connecting give up after `op_timeout`.
+    /// Reads use read concern `majority` and writes `w: majority, j: true` unless the URI says
+    /// otherwise.
     pub async fn connect(
         uri: &str,
         db: &str,
@@ -123,6 +113,12 @@ impl MongoStore {
         options.connect_timeout = Some(op_timeout);
         if options.app_name.is_none() {
             options.app_name = Some("saga-breaker".into());
+        }
+        if options.read_concern.is_none() {
+            options.read_concern = Some(ReadConcern::majority());
+        }
+        if options.write_concern.is_none() {
+            options.write_concern = Some(durable());
         }
         let client = Client::with_options(options).map_err(classify)?;
         Ok(Self::with_client(client, db, collection, op_timeout))
@@ -139,14 +135,11 @@ impl MongoStore {
     ) -> MongoStore {
         let db = client.database(db);
         let records = db.collection::<Document>(collection);
-        let due = db.collection::<Document>(&format!("{collection}_due"));
-        let keys = db.collection::<Document>(&format!("{collection}_keys"));
         MongoStore {
+            writes: Batcher::new(db.clone(), records.clone(), op_timeout),
             db,
             records,
-            due,
-            keys,
-            swept: Arc::new(std::sync::Mutex::new(None)),
+            schedule: Arc::new(Schedule::default()),
             indexes: Arc::new(OnceCell::new()),
             op_timeout,
         }
@@ -166,23 +159,9 @@ impl MongoStore {
         what: &'static str,
         call: impl IntoFuture<Output = mongodb::error::Result<T>>,
     ) -> Result<T, StoreError> {
-        self.bounded_raw(what, call).await?.map_err(classify)
-    }
-
-    /// [`Self::bounded`] that hands the driver's error back unclassified, for callers that
-    /// treat some errors (a duplicate key) as an answer.
-    async fn bounded_raw<T>(
-        &self,
-        what: &'static str,
-        call: impl IntoFuture<Output = mongodb::error::Result<T>>,
-    ) -> Result<mongodb::error::Result<T>, StoreError> {
-        let backstop = self.op_timeout.saturating_mul(2);
-        tokio::time::timeout(backstop, call).await.map_err(|_| {
-            StoreError::Unavailable(Box::new(TimedOut {
-                what,
-                after: backstop,
-            }))
-        })
+        bounded_raw(self.op_timeout, what, call)
+            .await?
+            .map_err(classify)
     }
 
     /// Creates the indexes once per store; a failed attempt leaves the cell empty, so the next
@@ -191,39 +170,37 @@ impl MongoStore {
     async fn ready(&self) -> Result<(), StoreError> {
         self.indexes
             .get_or_try_init(|| async {
-                let key = IndexModel::builder()
-                    .keys(doc! { "key": 1 })
-                    .options(
-                        IndexOptions::builder()
-                            .name(KEY_INDEX.to_string())
-                            .unique(true)
-                            .build(),
-                    )
-                    .build();
-                let by_status = IndexModel::builder()
-                    .keys(doc! { "status": 1, "updated_at": 1 })
-                    .options(
-                        IndexOptions::builder()
-                            .name(STATUS_INDEX.to_string())
-                            .build(),
-                    )
-                    .build();
-                let due = IndexModel::builder()
-                    .keys(doc! { "due_at": 1 })
-                    .options(IndexOptions::builder().name(DUE_INDEX.to_string()).build())
-                    .build();
+                let index = |keys: Document, name: &str, unique: bool| {
+                    IndexModel::builder()
+                        .keys(keys)
+                        .options(
+                            IndexOptions::builder()
+                                .name(name.to_string())
+                                .unique(unique.then_some(true))
+                                .build(),
+                        )
+                        .build()
+                };
+                let wanted = [
+                    index(doc! { "saga_id": 1 }, SAGA_ID_INDEX, true),
+                    index(doc! { "status": 1, "updated_at": 1 }, STATUS_INDEX, false),
+                    index(doc! { "due_at": 1 }, DUE_INDEX, false),
+                ];
                 // Create only what is missing: FerretDB v1 drops the connection (a server-side
                 // panic) on a createIndexes whose indexes all exist already, i.e. on every
                 // restart. An absent collection simply has no indexes yet.
-                let existing = match self
-                    .bounded_raw("listIndexes", self.records.list_index_names())
-                    .await?
+                let existing = match bounded_raw(
+                    self.op_timeout,
+                    "listIndexes",
+                    self.records.list_index_names(),
+                )
+                .await?
                 {
                     Ok(names) => names,
                     Err(e) if is_namespace_not_found(&e) => Vec::new(),
                     Err(e) => return Err(classify(e)),
                 };
-                let missing: Vec<IndexModel> = [key, by_status, due]
+                let missing: Vec<IndexModel> = wanted
                     .into_iter()
                     .filter(|m| {
                         let name = m.options.as_ref().and_then(|o| o.name.as_deref());
@@ -251,89 +228,35 @@ impl MongoStore {
         found.map(from_document).transpose()
     }
 
-    /// Writes the due hint for a `degraded` or `compensating` `rec` *before* the record
-    /// itself, so such a record never exists without one (a crash in between leaves a hint
-    /// without a record, which [`MongoStore::due`] drops).
-    async fn hint(&self, rec: &SagaRecord) -> Result<(), StoreError> {
-        let Some(at) = rec.due_at else {
-            return Ok(());
-        };
-        if !matches!(rec.status, Status::Degraded | Status::Compensating) {
-            return Ok(());
-        }
-        let at = bson::DateTime::from_millis(at.timestamp_millis());
-        let id = rec.saga_id.to_string();
-        let upsert = || {
-            self.due
-                .update_one(doc! { "_id": &id }, doc! { "$set": { "due_at": at } })
-                .upsert(true)
-        };
-        // Two upserts of one new `_id` at once: one inserts, the other gets E11000 (MongoDB
-        // documents this); by then the hint exists, so once more is an update.
-        match self.bounded_raw("update", upsert().into_future()).await? {
-            Ok(_) => Ok(()),
-            Err(e) if is_duplicate_key(&e) => self.bounded("update", upsert()).await.map(drop),
-            Err(e) => Err(classify(e)),
-        }
+    async fn find_many(&self, filter: Document, limit: usize) -> Result<Vec<Document>, StoreError> {
+        let find = self
+            .records
+            .find(filter)
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        self.bounded("find", async { find.await?.try_collect().await })
+            .await
     }
 
-    async fn unhint(&self, id: &SagaId) -> Result<(), StoreError> {
-        let delete = self.due.delete_one(doc! { "_id": id.to_string() });
-        self.bounded("delete", delete).await.map(drop)
+    /// Remembers what `rec`, just written, leaves for the re-driver.
+    fn note(&self, rec: &SagaRecord) {
+        let at = rec.due_at.filter(|_| !rec.status.is_terminal());
+        self.schedule.set(&rec.key, at);
     }
 
     async fn insert_record(&self, rec: &SagaRecord) -> Result<Inserted, StoreError> {
         self.ready().await?;
-        self.hint(rec).await?;
-        let document = to_document(rec)?;
-        let inserted = self
-            .bounded_raw("insert", self.records.insert_one(document))
-            .await?;
-        let error = match inserted {
-            Ok(_) => {
-                // Best effort (a missing entry falls back to the scan): one cheap `_id` write
-                // now saves a whole-collection scan at this record's first replay.
-                let entry = doc! { "_id": &rec.key, "saga_id": rec.saga_id.to_string() };
-                let _ = self.bounded("insert", self.keys.insert_one(entry)).await;
-                return Ok(Inserted::New);
-            }
-            Err(e) if is_duplicate_key(&e) => e,
-            Err(e) => return Err(classify(e)),
+        let write = Write::Insert {
+            key: rec.key.clone(),
+            doc: to_document(rec)?,
         };
-        // The key (or, by a bug, the id) is taken. The winner's insert is committed by the time
-        // the server reports the conflict, so reading by key finds it.
-        match self.by_key(&rec.key).await? {
-            Some(existing) => Ok(Inserted::Existing(existing)),
-            None => Err(StoreError::Backend(Box::new(error))),
-        }
-    }
-
-    /// The record stored under `key`: through the key entry when there is a right one, else by
-    /// scanning on `key` (and writing the entry for next time).
-    async fn by_key(&self, key: &str) -> Result<Option<SagaRecord>, StoreError> {
-        self.ready().await?;
-        let entry = self
-            .bounded("find", self.keys.find_one(doc! { "_id": key }))
-            .await?;
-        if let Some(id) = entry.as_ref().and_then(|e| e.get_str("saga_id").ok()) {
-            if let Some(rec) = self.find_one(doc! { "_id": id }).await? {
-                if rec.key == key {
-                    return Ok(Some(rec));
-                }
+        match self.writes.write(write).await? {
+            Written::Inserted => {
+                self.note(rec);
+                Ok(Inserted::New)
             }
+            Written::Existing(doc) => Ok(Inserted::Existing(from_document(doc)?)),
+            Written::Replaced(_) => Err(unexpected("insert")),
         }
-        let found = self.find_one(doc! { "key": key }).await?;
-        if let Some(rec) = &found {
-            let fix = self
-                .keys
-                .update_one(
-                    doc! { "_id": key },
-                    doc! { "$set": { "saga_id": rec.saga_id.to_string() } },
-                )
-                .upsert(true);
-            let _ = self.bounded("update", fix).await;
-        }
-        Ok(found)
     }
 
     async fn replace_record(&self, rec: &SagaRecord, expected: u64) -> Result<bool, StoreError> {
@@ -341,15 +264,33 @@ impl MongoStore {
         let next = expected
             .checked_add(1)
             .ok_or(StoreError::Backend(Box::new(VersionOverflow)))?;
-        let mut document = to_document(rec)?;
-        document.insert("version", to_i64(next)?);
-        let filter = doc! { "_id": rec.saga_id.to_string(), "version": to_i64(expected)? };
-        self.hint(rec).await?;
-        let result = self
-            .bounded("replaceOne", self.records.replace_one(filter, document))
-            .await?;
-        // A hint left behind by a record that finished is dropped by the next `due`.
-        Ok(result.matched_count == 1)
+        let mut doc = to_document(rec)?;
+        doc.insert("version", to_i64(next)?);
+        let write = Write::Replace {
+            key: rec.key.clone(),
+            expected,
+            doc,
+        };
+        match self.writes.write(write).await? {
+            Written::Replaced(true) => {
+                self.note(rec);
+                Ok(true)
+            }
+            Written::Replaced(false) => Ok(false),
+            Written::Inserted | Written::Existing(_) => Err(unexpected("replace")),
+        }
+    }
+
+    /// The record with this saga id. A record stored without a client key has its saga id as
+    /// its key, so `_id` finds it at once; other records are found through the `saga_id` index.
+    async fn by_saga_id(&self, id: &SagaId) -> Result<Option<SagaRecord>, StoreError> {
+        let id = id.to_string();
+        if let Some(rec) = self.find_one(doc! { "_id": &id }).await? {
+            if rec.saga_id.to_string() == id {
+                return Ok(Some(rec));
+            }
+        }
+        self.find_one(doc! { "saga_id": &id }).await
     }
 
     async fn list(&self, statuses: &[Status], limit: usize) -> Result<Vec<SagaRecord>, StoreError> {
@@ -370,64 +311,70 @@ impl MongoStore {
         documents.into_iter().map(from_document).collect()
     }
 
-    /// Reads the hints due by `now`, then each record by `_id`, and trusts the record: a hint
-    /// whose record is finished or gone is dropped, one whose record moved later is corrected.
-    /// Every [`SWEEP_EVERY`] (and first) it also scans the records themselves for due work
-    /// without a hint: `pending` records whose request died.
+    /// What the re-driver should take up: the keys the schedule says are due, read by `_id` in
+    /// one command (none when nothing is due), and trusted as stored. At the first poll and
+    /// every [`SWEEP_EVERY`] the records are also scanned for work another process left.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SagaRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.ready().await?;
-        let cutoff = bson::DateTime::from_millis(now.timestamp_millis());
-        let find = self
-            .due
-            .find(doc! { "due_at": { "$lte": cutoff } })
-            .sort(doc! { "due_at": 1, "_id": 1 })
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let hints: Vec<Document> = self
-            .bounded("find", async { find.await?.try_collect().await })
-            .await?;
-        let mut due = Vec::with_capacity(hints.len());
-        for hint in hints {
-            let Ok(id) = hint.get_str("_id") else {
-                continue;
-            };
-            let Ok(saga_id) = id.parse::<SagaId>() else {
-                continue;
-            };
-            match self.find_one(doc! { "_id": id }).await? {
-                Some(rec) if rec.due_at.is_some_and(|at| at <= now) => due.push(rec),
-                Some(rec) if rec.due_at.is_some() => self.hint(&rec).await?,
-                _ => self.unhint(&saga_id).await?,
+        if self.schedule.sweep_now() {
+            if let Err(e) = self.sweep().await {
+                self.schedule.sweep_failed();
+                return Err(e);
             }
         }
-        let sweep = {
-            let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
-            let at = tokio::time::Instant::now();
-            let go = swept.is_none_or(|last| at.duration_since(last) >= SWEEP_EVERY);
-            if go {
-                *swept = Some(at);
-            }
-            go
-        };
-        if sweep && due.len() < limit {
-            let find = self
-                .records
-                .find(doc! { "due_at": { "$lte": cutoff } })
-                .limit(i64::try_from(limit).unwrap_or(i64::MAX));
-            let documents: Vec<Document> = self
-                .bounded("find", async { find.await?.try_collect().await })
-                .await?;
-            for rec in documents.into_iter().map(from_document) {
-                let rec = rec?;
-                if due.len() < limit && !due.iter().any(|d| d.saga_id == rec.saga_id) {
-                    due.push(rec);
+        let keys = self.schedule.due(now, limit);
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ready().await?;
+        let mut found: std::collections::HashMap<String, SagaRecord> =
+            std::collections::HashMap::new();
+        for doc in self
+            .find_many(doc! { "_id": { "$in": &keys } }, keys.len())
+            .await?
+        {
+            match from_document(doc) {
+                Ok(rec) => {
+                    found.insert(rec.key.clone(), rec);
                 }
+                // One undecodable record must not stop the re-driver for all the others.
+                Err(e) => tracing::error!(error = %e, "a due record can't be read; skipped"),
+            }
+        }
+        let mut due = Vec::with_capacity(keys.len());
+        for key in keys {
+            match found.remove(&key) {
+                Some(rec)
+                    if rec.due_at.is_some_and(|at| at <= now) && !rec.status.is_terminal() =>
+                {
+                    due.push(rec)
+                }
+                Some(rec) => self.note(&rec),
+                None => self.schedule.set(&key, None),
             }
         }
         due.sort_by_key(|r| (r.due_at, r.saga_id));
         Ok(due)
+    }
+
+    /// Reads every record with a `due_at` into the schedule.
+    async fn sweep(&self) -> Result<(), StoreError> {
+        self.ready().await?;
+        let epoch = bson::DateTime::from_millis(0);
+        let docs = self
+            .find_many(doc! { "due_at": { "$gte": epoch } }, usize::MAX)
+            .await?;
+        for doc in docs {
+            match from_document(doc) {
+                Ok(rec) => self.note(&rec),
+                Err(e) => {
+                    tracing::error!(error = %e, "a record with work left can't be read; skipped")
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn count_records(&self) -> Result<u64, StoreError> {
@@ -458,14 +405,14 @@ impl Store for MongoStore {
     }
 
     fn get<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
-        Box::pin(self.find_one(doc! { "_id": id.to_string() }))
+        Box::pin(self.by_saga_id(id))
     }
 
     fn get_by_key<'a>(
         &'a self,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
-        Box::pin(self.by_key(key))
+        Box::pin(self.find_one(doc! { "_id": key }))
     }
 
     fn replace<'a>(
@@ -497,6 +444,39 @@ impl Store for MongoStore {
     }
 }
 
+/// `w: majority, j: true`: acknowledged means on disk on a majority.
+fn durable() -> WriteConcern {
+    WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .journal(true)
+        .build()
+}
+
+/// Runs one driver call under a backstop of twice `op_timeout`, handing the driver's error back
+/// unclassified (for callers that treat some errors as an answer).
+async fn bounded_raw<T>(
+    op_timeout: Duration,
+    what: &'static str,
+    call: impl IntoFuture<Output = mongodb::error::Result<T>>,
+) -> Result<mongodb::error::Result<T>, StoreError> {
+    let backstop = op_timeout.saturating_mul(2);
+    tokio::time::timeout(backstop, call).await.map_err(|_| {
+        StoreError::Unavailable(Box::new(TimedOut {
+            what,
+            after: backstop,
+        }))
+    })
+}
+
+fn unexpected(what: &'static str) -> StoreError {
+    StoreError::Backend(Box::new(Unexpected(what)))
+}
+
+/// A write answered with the outcome of another kind of write (a bug).
+#[derive(Debug, thiserror::Error)]
+#[error("the {0} got an answer meant for another kind of write")]
+struct Unexpected(&'static str);
+
 /// A driver call that outlived the backstop timer.
 #[derive(Debug, thiserror::Error)]
 #[error("{what} got no answer within {after:?}")]
@@ -510,7 +490,7 @@ struct TimedOut {
 #[error("record version does not fit in BSON's Int64")]
 struct VersionOverflow;
 
-fn to_i64(version: u64) -> Result<i64, StoreError> {
+pub(super) fn to_i64(version: u64) -> Result<i64, StoreError> {
     i64::try_from(version).map_err(|_| StoreError::Backend(Box::new(VersionOverflow)))
 }
 
@@ -519,17 +499,9 @@ fn is_namespace_not_found(e: &mongodb::error::Error) -> bool {
     matches!(&*e.kind, ErrorKind::Command(c) if c.code == 26)
 }
 
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    match e.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
-        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
-        _ => false,
-    }
-}
-
 /// Sorts a driver error into "retry later" ([`StoreError::Unavailable`]: no server, network,
 /// timeouts, a node stepping down) and everything else ([`StoreError::Backend`]).
-fn classify(e: mongodb::error::Error) -> StoreError {
+pub(super) fn classify(e: mongodb::error::Error) -> StoreError {
     let transient = match e.kind.as_ref() {
         ErrorKind::ServerSelection { .. }
         | ErrorKind::Io(_)

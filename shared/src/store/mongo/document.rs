@@ -20,7 +20,7 @@ pub(super) fn to_document(rec: &SagaRecord) -> Result<Document, StoreError> {
 }
 
 pub(super) fn from_document(document: Document) -> Result<SagaRecord, StoreError> {
-    let id = match document.get("_id") {
+    let id = match document.get("saga_id").or_else(|| document.get("_id")) {
         Some(Bson::String(id)) => id.clone(),
         Some(other) => other.to_string(),
         None => "<no _id>".into(),
@@ -33,9 +33,12 @@ pub(super) fn from_document(document: Document) -> Result<SagaRecord, StoreError
 /// [`SagaRecord`] as stored in MongoDB: the same fields, with BSON dates.
 #[derive(Serialize, Deserialize)]
 struct MongoRecord {
+    /// The idempotency key is the document's `_id`: the lookup every request makes ("is this
+    /// key stored?") is the one filter every server answers from its primary index, and the
+    /// uniqueness of keys is the uniqueness of `_id`, enforced by the database.
     #[serde(rename = "_id")]
-    saga_id: SagaId,
     key: String,
+    saga_id: SagaId,
     fingerprint: String,
     id: String,
     count: u32,
