@@ -23,9 +23,11 @@
 //! statement is judged by whether the stored stamp is its own.
 //!
 //! Flushes run in their own tasks, so a request that is dropped mid-write (its client went away)
-//! can't cancel a command that other requests' statements ride in. The queue is bounded: past
-//! [`MAX_QUEUED`] waiting statements a write is refused at once as "unavailable" (503 with
-//! `Retry-After`) instead of joining a queue that would outlive its caller's patience.
+//! can't cancel a command that other requests' statements ride in. The queue is bounded, by
+//! length ([`MAX_QUEUED`]) and by age ([`MAX_WAIT`], the oldest statement's wait): past either, a
+//! write is refused at once as "unavailable" (503 with `Retry-After`) instead of joining a queue
+//! that would outlive its caller's patience. That is what keeps a slow database (FerretDB on
+//! SQLite under a load it can't carry) from turning every request into a client timeout.
 
 use super::{bounded_raw, classify, to_i64};
 use crate::store::StoreError;
@@ -36,6 +38,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// Most statements in one command.
 pub const MAX_BATCH: usize = 128;
@@ -43,6 +46,10 @@ pub const MAX_BATCH: usize = 128;
 pub const MAX_FLUSHES: usize = 2;
 /// Most statements waiting for a flush; past this a write is refused (503) rather than queued.
 pub const MAX_QUEUED: usize = 1024;
+/// The longest the oldest waiting statement may have waited for a new one to join the queue:
+/// past it the database is not keeping up, and a new write is refused (503) at once — a caller
+/// told "retry shortly" now is better served than one answered after its own timeout.
+pub const MAX_WAIT: Duration = Duration::from_millis(250);
 
 /// The field that tells whose write a stored document is.
 pub const STAMP: &str = "write_stamp";
@@ -71,6 +78,7 @@ pub enum Written {
 }
 
 struct Job {
+    queued_at: Instant,
     key: String,
     kind: Kind,
     stamp: i64,
@@ -147,6 +155,7 @@ impl Batcher {
         };
         let (done, answer) = oneshot::channel();
         let job = Job {
+            queued_at: Instant::now(),
             key,
             kind,
             stamp,
@@ -155,9 +164,15 @@ impl Batcher {
         };
         let start_flush = {
             let mut queue = self.inner.lock();
-            if queue.waiting.len() >= MAX_QUEUED {
+            let waited = queue
+                .waiting
+                .front()
+                .map(|oldest| oldest.queued_at.elapsed())
+                .unwrap_or_default();
+            if queue.waiting.len() >= MAX_QUEUED || waited > MAX_WAIT {
                 return Err(StoreError::Unavailable(Box::new(Overloaded {
                     queued: queue.waiting.len(),
+                    waited,
                 })));
             }
             queue.waiting.push_back(job);
@@ -171,9 +186,11 @@ impl Batcher {
             let inner = self.inner.clone();
             tokio::spawn(async move { inner.flush_until_empty().await });
         }
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable(Box::new(Overloaded { queued: 0 })))?
+        answer.await.map_err(|_| {
+            StoreError::Unavailable(Box::new(Message(
+                "the write's outcome was lost: its flush stopped (shutting down?)".into(),
+            )))
+        })?
     }
 }
 
@@ -385,9 +402,10 @@ fn classify_clone(e: &mongodb::error::Error) -> StoreError {
 
 /// A write refused because too many are already waiting.
 #[derive(Debug, thiserror::Error)]
-#[error("database busy: {queued} writes already waiting; retry shortly")]
+#[error("database busy: {queued} writes waiting, the oldest for {waited:?}; retry shortly")]
 struct Overloaded {
     queued: usize,
+    waited: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
