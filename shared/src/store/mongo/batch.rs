@@ -1,30 +1,30 @@
 //! Group writes: the MongoDB analogue of the embedded store's group commit.
 //!
 //! Every write a request makes — "insert this record unless its key exists" and "replace this
-//! record if its `version` is still the one I read" — becomes one statement of an `update`
-//! command. Writers queue their statement; a flush takes everything queued (up to
-//! [`MAX_BATCH`]) and sends it as **one** command, so sixteen concurrent requests cost one round
-//! trip instead of sixteen. At most [`MAX_FLUSHES`] commands are in flight per store; a lone
-//! writer finds none and its statement goes out at once, so light load pays nothing for the
-//! grouping. No writer is answered before the command holding its statement is acknowledged.
+//! record if its `version` is still the one I read" — waits in one queue per store. A flush takes
+//! everything waiting (up to [`MAX_BATCH`]) and sends it as at most two commands, run side by
+//! side: one `insert` holding every new document, one `update` holding every compare-and-swap.
+//! Sixteen concurrent requests cost two round trips instead of sixteen, and FerretDB writes a
+//! multi-document `insert` as one SQL transaction (one commit, one fsync, for all of them). At
+//! most [`MAX_FLUSHES`] flushes run at once per store; a lone writer finds none running and its
+//! write goes out at once, so light load pays nothing for the grouping. No writer is answered
+//! before the command holding its write is acknowledged.
 //!
-//! The statements:
+//! Telling the outcomes apart, on MongoDB and on FerretDB v1 alike:
 //!
-//! - insert: `{q: {_id: key}, u: {$setOnInsert: record}, upsert: true}` — a new key inserts, a
-//!   stored one is matched and left alone (and read back for the caller to replay);
-//! - compare-and-swap: `{q: {_id: key, version: v}, u: record}` — matches only while the stored
-//!   version is still `v`.
-//!
-//! Telling the statements' outcomes apart, on MongoDB and on FerretDB v1 alike: every written
-//! document carries a random `write_stamp`, and the reply's `upserted` list names the new `_id`s
-//! (its `index` field is not reliable on FerretDB v1, so only `_id`s are used). When the reply's
-//! `n` says every statement matched, that is the answer; otherwise (a lost compare-and-swap, or
-//! a write error that stopped the ordered batch) the batch's documents are read back and each
-//! statement is judged by whether the stored stamp is its own.
+//! - inserts are unordered: a key already taken comes back as a duplicate-key write error at
+//!   its index (the others still land), and the stored document is read back for the caller to
+//!   replay;
+//! - compare-and-swaps are `{q: {_id: key, version: v}, u: record}` in an ordered `update`.
+//!   Every replacement carries a random `write_stamp`. When the reply's `n` says every
+//!   statement matched, that is the answer; otherwise (a lost compare-and-swap, or an error that
+//!   stopped the batch) the documents are read back and each statement is judged by whether the
+//!   stored stamp is its own. (Per-statement indexes in an `update` reply are not reliable on
+//!   FerretDB v1, so none is used.)
 //!
 //! Flushes run in their own tasks, so a request that is dropped mid-write (its client went away)
-//! can't cancel a command that other requests' statements ride in. The queue is bounded, by
-//! length ([`MAX_QUEUED`]) and by age ([`MAX_WAIT`], the oldest statement's wait): past either, a
+//! can't cancel a command that other requests' writes ride in. The queue is bounded, by
+//! length ([`MAX_QUEUED`]) and by age ([`MAX_WAIT`], the oldest write's wait): past either, a
 //! write is refused at once as "unavailable" (503 with `Retry-After`) instead of joining a queue
 //! that would outlive its caller's patience. That is what keeps a slow database (FerretDB on
 //! SQLite under a load it can't carry) from turning every request into a client timeout.
@@ -34,7 +34,7 @@ use crate::store::StoreError;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::{Collection, Database};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -51,7 +51,10 @@ pub const MAX_QUEUED: usize = 1024;
 /// told "retry shortly" now is better served than one answered after its own timeout.
 pub const MAX_WAIT: Duration = Duration::from_millis(250);
 
-/// The field that tells whose write a stored document is.
+/// MongoDB's error code for a unique-index violation.
+const DUPLICATE_KEY: i64 = 11000;
+
+/// The field that tells whose compare-and-swap a stored document is.
 pub const STAMP: &str = "write_stamp";
 
 /// One write, as a caller hands it in.
@@ -130,14 +133,8 @@ impl Batcher {
         let stamp: i64 = rand::random();
         let (key, kind, statement) = match write {
             Write::Insert { key, mut doc } => {
-                doc.remove("_id");
-                doc.insert(STAMP, stamp);
-                let statement = doc! {
-                    "q": { "_id": &key },
-                    "u": { "$setOnInsert": doc },
-                    "upsert": true,
-                };
-                (key, Kind::Insert, statement)
+                doc.insert("_id", &key);
+                (key, Kind::Insert, doc)
             }
             Write::Replace {
                 key,
@@ -215,101 +212,125 @@ impl Inner {
         }
     }
 
-    /// One `update` command for `batch`; every job gets its answer.
+    /// One flush: the inserts and the compare-and-swaps of `batch`, side by side.
     async fn flush(&self, batch: Vec<Job>) {
-        let statements: Vec<Document> = batch.iter().map(|j| j.statement.clone()).collect();
+        let (inserts, replaces): (Vec<Job>, Vec<Job>) =
+            batch.into_iter().partition(|j| j.kind == Kind::Insert);
+        futures::future::join(self.insert_all(inserts), self.replace_all(replaces)).await;
+    }
+
+    /// One unordered `insert` command; a taken key answers with the stored document.
+    async fn insert_all(&self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let documents: Vec<Document> = jobs.iter().map(|j| j.statement.clone()).collect();
+        let command = doc! {
+            "insert": self.records.name(),
+            "documents": documents,
+            "ordered": false,
+            "writeConcern": { "w": "majority", "j": true },
+        };
+        let reply = match self.run("insert", command).await {
+            Ok(reply) => reply,
+            Err(failed) => return fail_all(jobs, || failed.error()),
+        };
+        if let Some(e) = write_concern_error(&reply) {
+            return fail_all(jobs, || write_failed(&Some(e.clone())));
+        }
+        let errors: HashMap<usize, (i64, String)> = write_errors(&reply);
+        let taken: Vec<&str> = jobs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                errors
+                    .get(i)
+                    .is_some_and(|(code, _)| *code == DUPLICATE_KEY)
+            })
+            .map(|(_, j)| j.key.as_str())
+            .collect();
+        let stored = if taken.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            self.read_back(&taken).await
+        };
+        for (i, job) in jobs.into_iter().enumerate() {
+            let result = match errors.get(&i) {
+                None => Ok(Written::Inserted),
+                Some((DUPLICATE_KEY, _)) => match &stored {
+                    Ok(stored) => existing_or_missing(stored, &job.key),
+                    Err(e) => Err(StoreError::Unavailable(Box::new(Message(e.to_string())))),
+                },
+                Some((code, text)) => {
+                    Err(write_failed(&Some(format!("write error {code}: {text}"))))
+                }
+            };
+            let _ = job.done.send(result);
+        }
+    }
+
+    /// One ordered `update` command of compare-and-swaps.
+    async fn replace_all(&self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let statements: Vec<Document> = jobs.iter().map(|j| j.statement.clone()).collect();
         let command = doc! {
             "update": self.records.name(),
             "updates": statements,
             "ordered": true,
             "writeConcern": { "w": "majority", "j": true },
         };
-        let reply = match bounded_raw(self.op_timeout, "update", self.db.run_command(command)).await
-        {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return fail_all(batch, || classify_clone(&e)),
-            Err(e) => {
-                let text = e.to_string();
-                return fail_all(batch, || {
-                    StoreError::Unavailable(Box::new(Message(text.clone())))
-                });
-            }
+        let reply = match self.run("update", command).await {
+            Ok(reply) => reply,
+            Err(failed) => return fail_all(jobs, || failed.error()),
         };
-        let matched = reply_count(&reply, "n");
-        let write_error = first_write_error(&reply);
-        let upserted: HashSet<String> = reply
-            .get_array("upserted")
-            .map(|a| {
-                a.iter()
-                    .filter_map(|u| u.as_document()?.get_str("_id").ok().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-
-        // The quick path: every statement matched or inserted.
-        if write_error.is_none() && matched == batch.len() as i64 {
-            let mut seen: HashSet<&str> = HashSet::new();
-            let mut existing: Vec<&str> = Vec::new();
-            for job in &batch {
-                let first = seen.insert(job.key.as_str());
-                if job.kind == Kind::Insert && !(first && upserted.contains(&job.key)) {
-                    existing.push(job.key.as_str());
-                }
-            }
-            let stored = if existing.is_empty() {
-                Ok(HashMap::new())
-            } else {
-                self.read_back(&existing).await
-            };
-            let mut seen: HashSet<String> = HashSet::new();
-            for job in batch {
-                let first = seen.insert(job.key.clone());
-                let result = match (&job.kind, &stored) {
-                    (Kind::Replace, _) => Ok(Written::Replaced(true)),
-                    (Kind::Insert, _) if first && upserted.contains(&job.key) => {
-                        Ok(Written::Inserted)
-                    }
-                    (Kind::Insert, Ok(stored)) => existing_or_missing(stored, &job.key),
-                    (Kind::Insert, Err(e)) => {
-                        Err(StoreError::Unavailable(Box::new(Message(e.to_string()))))
-                    }
-                };
-                let _ = job.done.send(result);
+        let write_error = write_errors(&reply)
+            .into_values()
+            .next()
+            .map(|(code, text)| format!("write error {code}: {text}"))
+            .or_else(|| write_concern_error(&reply));
+        if write_error.is_none() && reply_count(&reply, "n") == jobs.len() as i64 {
+            for job in jobs {
+                let _ = job.done.send(Ok(Written::Replaced(true)));
             }
             return;
         }
-
-        // Something did not match, or the ordered batch stopped at an error: ask the database
+        // Something did not match, or an error stopped the ordered batch: ask the database
         // what it holds now and judge each statement by its stamp.
-        let keys: Vec<&str> = batch.iter().map(|j| j.key.as_str()).collect();
+        let keys: Vec<&str> = jobs.iter().map(|j| j.key.as_str()).collect();
         let stored = match self.read_back(&keys).await {
             Ok(stored) => stored,
             Err(e) => {
                 let text = e.to_string();
-                return fail_all(batch, || {
+                return fail_all(jobs, || {
                     StoreError::Unavailable(Box::new(Message(text.clone())))
                 });
             }
         };
-        for job in batch {
-            let doc = stored.get(&job.key);
-            let ours = doc.is_some_and(|d| stamp_of(d) == Some(job.stamp));
-            let result = match job.kind {
-                Kind::Insert if ours => Ok(Written::Inserted),
-                // Taken by another writer (a twin request, or a concurrent upsert's E11000).
-                Kind::Insert => match doc {
-                    Some(d) if stamp_of(d).is_some() || write_error.is_none() => {
-                        Ok(Written::Existing(d.clone()))
-                    }
-                    _ => Err(write_failed(&write_error)),
-                },
-                Kind::Replace if ours => Ok(Written::Replaced(true)),
-                // Not applied: a lost compare-and-swap — unless an error stopped the batch
-                // before this statement ran, in which case nobody can say.
-                Kind::Replace if write_error.is_none() => Ok(Written::Replaced(false)),
-                Kind::Replace => Err(write_failed(&write_error)),
+        for job in jobs {
+            let ours = stored
+                .get(&job.key)
+                .is_some_and(|d| stamp_of(d) == Some(job.stamp));
+            let result = if ours {
+                Ok(Written::Replaced(true))
+            } else if write_error.is_none() {
+                // Not applied, and nothing stopped the batch: the version had moved on.
+                Ok(Written::Replaced(false))
+            } else {
+                // An error stopped the batch before this statement ran, or failed it.
+                Err(write_failed(&write_error))
             };
             let _ = job.done.send(result);
+        }
+    }
+
+    /// Runs one command under the backstop timer.
+    async fn run(&self, what: &'static str, command: Document) -> Result<Document, Failed> {
+        match bounded_raw(self.op_timeout, what, self.db.run_command(command)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(Failed::Driver(e)),
+            Err(e) => Err(Failed::Store(e.to_string())),
         }
     }
 
@@ -361,17 +382,24 @@ fn reply_count(reply: &Document, field: &str) -> i64 {
     }
 }
 
-/// The first write error or write-concern error of a reply, as text.
-fn first_write_error(reply: &Document) -> Option<String> {
-    if let Ok(errors) = reply.get_array("writeErrors") {
-        if let Some(e) = errors.iter().filter_map(Bson::as_document).next() {
-            return Some(format!(
-                "write error {}: {}",
-                reply_count(e, "code"),
-                e.get_str("errmsg").unwrap_or("")
-            ));
-        }
-    }
+/// A reply's write errors: code and message by statement index.
+fn write_errors(reply: &Document) -> HashMap<usize, (i64, String)> {
+    let Ok(errors) = reply.get_array("writeErrors") else {
+        return HashMap::new();
+    };
+    errors
+        .iter()
+        .filter_map(Bson::as_document)
+        .filter_map(|e| {
+            let index = usize::try_from(reply_count(e, "index")).ok()?;
+            let text = e.get_str("errmsg").unwrap_or("").to_owned();
+            Some((index, (reply_count(e, "code"), text)))
+        })
+        .collect()
+}
+
+/// A reply's write-concern error, as text: the write happened but is not known durable.
+fn write_concern_error(reply: &Document) -> Option<String> {
     reply.get_document("writeConcernError").ok().map(|e| {
         format!(
             "write concern error {}: {}",
@@ -389,15 +417,25 @@ fn write_failed(error: &Option<String>) -> StoreError {
     )))
 }
 
-fn fail_all(batch: Vec<Job>, error: impl Fn() -> StoreError) {
-    for job in batch {
+fn fail_all(jobs: Vec<Job>, error: impl Fn() -> StoreError) {
+    for job in jobs {
         let _ = job.done.send(Err(error()));
     }
 }
 
-/// A driver error shared by every statement of a failed command, classified for each.
-fn classify_clone(e: &mongodb::error::Error) -> StoreError {
-    classify(e.clone())
+/// A command that failed as a whole: every write in it gets the error.
+enum Failed {
+    Driver(mongodb::error::Error),
+    Store(String),
+}
+
+impl Failed {
+    fn error(&self) -> StoreError {
+        match self {
+            Failed::Driver(e) => classify(e.clone()),
+            Failed::Store(text) => StoreError::Unavailable(Box::new(Message(text.clone()))),
+        }
+    }
 }
 
 /// A write refused because too many are already waiting.
