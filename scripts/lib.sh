@@ -1,16 +1,20 @@
 # shellcheck shell=bash
-# scripts/lib.sh: what test.sh, install-tools.sh, start-mongo.sh and start-redis.sh share.
-# Source it, don't run it.
+# scripts/lib.sh: what test.sh, install-tools.sh, start-mongo.sh, start-redis.sh and measure.sh
+# share. Source it, don't run it.
 #
 # Tools that are not in the repository are installed on first use and cached under
 # $SAGA_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/saga-breaker), so a second run starts
 # in seconds:
 #   ferretdb   built from the Go module proxy (the MongoDB-wire server the tests talk to)
 #   httpyac    npm package installed into its own prefix (runs http-tests/*.http)
-#   redis-server, docker-compose, curl   Debian packages, installed only when missing
+#   redis-server, docker-compose, curl, postgresql   Debian packages, installed only when missing
 #
-# Servers started through this file (start_ferretdb, start_redis, start_process) are recorded,
-# and stop_started stops them, newest first. Callers put stop_started in an EXIT trap.
+# FerretDB runs on SQLite (files in a directory) or on PostgreSQL (a throw-away cluster this
+# file starts on a free port as an unprivileged user: no system service is used or needed).
+#
+# Servers started through this file (start_ferretdb, start_postgres, start_redis,
+# start_process) are recorded, and stop_started stops them, newest first. Callers put
+# stop_started in an EXIT trap.
 #
 # Messages go to stderr, so a script's stdout can carry machine-readable lines
 # (start-mongo.sh --background prints `export MONGODB_URI=...` for eval).
@@ -175,6 +179,47 @@ ensure_schemathesis() {
     "$SCHEMATHESIS_BIN" --version >/dev/null
 }
 
+# ensure_postgres: sets POSTGRES_BIN_DIR to the newest /usr/lib/postgresql/*/bin (Debian's
+# `postgresql`, installed when missing). Only the programs are used: clusters are started by
+# start_postgres, never through the package's system service.
+ensure_postgres() {
+    [[ -n ${POSTGRES_BIN_DIR:-} && -x $POSTGRES_BIN_DIR/postgres ]] && return 0
+    local newest
+    newest=$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1)
+    if [[ -z $newest ]]; then
+        apt_install postgresql || return 1
+        newest=$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1)
+    fi
+    [[ -n $newest ]] || {
+        warn "PostgreSQL's programs (initdb, postgres) not found under /usr/lib/postgresql/*/bin"
+        return 1
+    }
+    POSTGRES_BIN_DIR=$(dirname "$newest")
+}
+
+# postgres_user: sets POSTGRES_AS, the prefix that runs PostgreSQL's programs, and POSTGRES_USER.
+# initdb and postgres refuse to run as root, so as root they run as `postgres` (the user
+# Debian's package creates), or as a system user `saga-pg` created here when that is missing.
+# As anyone else they run as that user.
+postgres_user() {
+    POSTGRES_AS=()
+    POSTGRES_USER=$(id -un)
+    [[ $(id -u) -eq 0 ]] || return 0
+    if id postgres >/dev/null 2>&1; then
+        POSTGRES_USER=postgres
+    else
+        POSTGRES_USER=saga-pg
+        id "$POSTGRES_USER" >/dev/null 2>&1 ||
+            useradd --system --no-create-home --shell /usr/sbin/nologin "$POSTGRES_USER" || return 1
+    fi
+    command -v setpriv >/dev/null || {
+        warn "setpriv (util-linux) is needed to run PostgreSQL as $POSTGRES_USER"
+        return 1
+    }
+    # setpriv execs the program in place, so the pid start_process records is postgres's own.
+    POSTGRES_AS=(setpriv "--reuid=$POSTGRES_USER" "--regid=$(id -g "$POSTGRES_USER")" --init-groups --)
+}
+
 # ---------------------------------------------------------------------------------------------
 # Ports and readiness
 
@@ -242,11 +287,13 @@ _started_signals=()
 _cleanup_dirs=()
 
 # start_process NAME LOGFILE STOP_SIGNAL CMD...: run CMD in the background, output to LOGFILE,
-# and remember it for stop_started. Sets STARTED_PID.
+# and remember it for stop_started. Sets STARTED_PID. With START_NOHUP=1 (start-mongo.sh
+# --background) CMD ignores SIGHUP, to outlive the terminal of the shell that started it.
 start_process() {
     local name=$1 logfile=$2 signal=$3
     shift 3
     mkdir -p "$(dirname "$logfile")"
+    [[ -n ${START_NOHUP:-} ]] && set -- nohup "$@"
     "$@" >"$logfile" 2>&1 </dev/null &
     STARTED_PID=$!
     _started_pids+=("$STARTED_PID")
@@ -316,11 +363,20 @@ docker_works() {
     command -v docker >/dev/null && timeout 15 docker info >/dev/null 2>&1
 }
 
-# ferretdb_args PORT DATA: FERRETDB_ARGS, the one way we run FerretDB (also scripts/start-mongo.sh).
-# --debug-addr=- keeps two instances from fighting over the debug port 8088.
+# ferretdb_args PORT DATA [POSTGRES_URL] [DEBUG_ADDR]: FERRETDB_ARGS, the one way we run
+# FerretDB (also scripts/start-mongo.sh). Without POSTGRES_URL it stores in SQLite files under
+# DATA; with it, in that PostgreSQL database, and DATA only holds FerretDB's state file.
+# DEBUG_ADDR (host:port) serves Prometheus metrics at /debug/metrics; the default `-` turns the
+# debug server off, so two instances never fight over its default port 8088.
 ferretdb_args() {
-    FERRETDB_ARGS=(--handler=sqlite "--sqlite-url=file:$2/" "--state-dir=$2"
-        "--listen-addr=127.0.0.1:$1" --debug-addr=- --telemetry=disable --log-level=warn)
+    local port=$1 data=$2 postgres_url=${3:-} debug_addr=${4:--}
+    if [[ -n $postgres_url ]]; then
+        FERRETDB_ARGS=(--handler=postgresql "--postgresql-url=$postgres_url")
+    else
+        FERRETDB_ARGS=(--handler=sqlite "--sqlite-url=file:$data/")
+    fi
+    FERRETDB_ARGS+=("--state-dir=$data" "--listen-addr=127.0.0.1:$port" "--debug-addr=$debug_addr"
+        --telemetry=disable --log-level=warn)
 }
 
 # redis_args PORT: REDIS_ARGS, a throw-away Redis on loopback (also scripts/start-redis.sh).
@@ -328,28 +384,102 @@ redis_args() {
     REDIS_ARGS=(--bind 127.0.0.1 --port "$1" --save '' --appendonly no --daemonize no)
 }
 
-# start_ferretdb [PORT] [DATA_DIR]: FerretDB on SQLite, on 127.0.0.1. Exports MONGODB_URI and
-# FERRETDB_BIN (for tests that start a database of their own); sets FERRETDB_PID.
-start_ferretdb() {
-    ensure_ferretdb || return 1
-    local port=${1:-} data=${2:-}
+# start_postgres [PORT] [DIR]: a PostgreSQL cluster on 127.0.0.1 for FerretDB, run as an
+# unprivileged user (postgres_user), with a database `ferretdb` owned by the superuser
+# `ferretdb` (trust authentication: loopback only, throw-away data). The cluster lives in
+# DIR/data, initialised there unless DIR already holds one; without DIR it is a temporary
+# directory that stop_started removes. Settings are the defaults (fsync on), so what is measured
+# on it is what a real server does. Exports POSTGRES_URL; sets POSTGRES_PID.
+start_postgres() {
+    ensure_postgres || return 1
+    postgres_user || return 1
+    local port=${1:-} dir=${2:-}
     [[ -n $port ]] || port=$(free_ports 1)
+    if [[ -z $dir ]]; then
+        make_temp_dir saga-postgres
+        dir=$TEMP_DIR
+    fi
+    mkdir -p "$dir" "$SAGA_LOG_DIR"
+    chown "$POSTGRES_USER:" "$dir" 2>/dev/null || true
+    "${POSTGRES_AS[@]}" test -w "$dir" -a -x "$dir" || {
+        warn "$POSTGRES_USER cannot write $dir (or reach it through its parents): choose a directory it can"
+        return 1
+    }
+    local pg=$POSTGRES_BIN_DIR logfile=$SAGA_LOG_DIR/postgres.log
+    if [[ ! -s $dir/data/PG_VERSION ]]; then
+        # --no-sync only skips initdb's own final flush of the new cluster; the server below
+        # runs with fsync on.
+        "${POSTGRES_AS[@]}" "$pg/initdb" -D "$dir/data" -U ferretdb --auth=trust -E UTF8 \
+            --locale=C --no-sync >"$SAGA_LOG_DIR/postgres-initdb.log" 2>&1 || {
+            tail_log "$SAGA_LOG_DIR/postgres-initdb.log"
+            return 1
+        }
+    fi
+    start_process postgres "$logfile" INT "${POSTGRES_AS[@]}" "$pg/postgres" -D "$dir/data" \
+        -c listen_addresses=127.0.0.1 -p "$port" -k "$dir"
+    POSTGRES_PID=$STARTED_PID
+    local deadline=$((SECONDS + 60))
+    until "$pg/pg_isready" -q -h 127.0.0.1 -p "$port" -U ferretdb -d postgres; do
+        if ! alive "$POSTGRES_PID" || ((SECONDS >= deadline)); then
+            warn "PostgreSQL not accepting connections on 127.0.0.1:$port"
+            tail_log "$logfile"
+            return 1
+        fi
+        sleep 0.2
+    done
+    local -a psql=("$pg/psql" -X -q -h 127.0.0.1 -p "$port" -U ferretdb)
+    if [[ -z $("${psql[@]}" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'ferretdb'") ]]; then
+        "${psql[@]}" -d postgres -c 'CREATE DATABASE ferretdb' || return 1
+    fi
+    export POSTGRES_URL="postgres://ferretdb@127.0.0.1:$port/ferretdb"
+    log "PostgreSQL $("$pg/postgres" --version | awk '{print $3}') ready: $POSTGRES_URL (cluster in $dir/data)"
+}
+
+# start_ferretdb [--backend sqlite|postgresql] [PORT] [DATA_DIR]: FerretDB on 127.0.0.1, on
+# SQLite (the default) or on a PostgreSQL cluster started here (its cluster in DATA_DIR/postgres
+# when DATA_DIR is given). Without DATA_DIR everything is in temporary directories that
+# stop_started removes. Exports MONGODB_URI, FERRETDB_BIN (for tests that start a database of
+# their own) and FERRETDB_METRICS_URL (Prometheus text: ferretdb_client_requests_total by
+# command); sets FERRETDB_PID and FERRETDB_BACKEND.
+start_ferretdb() {
+    FERRETDB_BACKEND=sqlite
+    if [[ ${1:-} == --backend ]]; then
+        FERRETDB_BACKEND=${2:?--backend needs sqlite or postgresql}
+        shift 2
+    fi
+    case $FERRETDB_BACKEND in
+    sqlite | postgresql) ;;
+    *) die "FerretDB backend must be sqlite or postgresql (got '$FERRETDB_BACKEND')" ;;
+    esac
+    ensure_ferretdb || return 1
+    local port=${1:-} data=${2:-} debug_port postgres_url="" logfile=$SAGA_LOG_DIR/ferretdb.log
+    [[ -n $port ]] || port=$(free_ports 1)
+    debug_port=$(free_ports 1)
+    local postgres_dir=""
     if [[ -z $data ]]; then
         make_temp_dir saga-ferretdb
         data=$TEMP_DIR
+    else
+        postgres_dir=$data/postgres
     fi
     mkdir -p "$data"
-    local logfile=$SAGA_LOG_DIR/ferretdb.log
-    ferretdb_args "$port" "$data"
-    start_process ferretdb "$logfile" TERM "$FERRETDB_BIN" "${FERRETDB_ARGS[@]}"
+    if [[ $FERRETDB_BACKEND == postgresql ]]; then
+        start_postgres "" "$postgres_dir" || return 1
+        postgres_url=$POSTGRES_URL
+        logfile=$SAGA_LOG_DIR/ferretdb-postgresql.log
+    fi
+    ferretdb_args "$port" "$data" "$postgres_url" "127.0.0.1:$debug_port"
+    start_process "ferretdb ($FERRETDB_BACKEND)" "$logfile" TERM "$FERRETDB_BIN" "${FERRETDB_ARGS[@]}"
     FERRETDB_PID=$STARTED_PID
     wait_for_port 127.0.0.1 "$port" 60 "$FERRETDB_PID" ferretdb || {
         tail_log "$logfile"
         return 1
     }
     export MONGODB_URI="mongodb://127.0.0.1:$port/"
+    export FERRETDB_METRICS_URL="http://127.0.0.1:$debug_port/debug/metrics"
     export FERRETDB_BIN
-    log "FerretDB $FERRETDB_VERSION ready: MONGODB_URI=$MONGODB_URI (data in $data)"
+    log "FerretDB $FERRETDB_VERSION on $FERRETDB_BACKEND ready: MONGODB_URI=$MONGODB_URI" \
+        "(data in $data, metrics at $FERRETDB_METRICS_URL)"
 }
 
 # start_redis [PORT]: redis-server on 127.0.0.1 without persistence. Exports REDIS_URL and
