@@ -84,7 +84,7 @@ pub fn app<P: Part>(state: Arc<AppState>) -> Router {
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(middleware::from_fn(limit_headers))
+        .layer(middleware::from_fn(http::limit_headers))
         // A client that sends its body slower than the request budget gets 408, not a task
         // held forever; a handler that somehow outlives its own deadline is cut off (503).
         .layer(RequestBodyTimeoutLayer::new(state.config.request_timeout))
@@ -245,27 +245,7 @@ pub async fn serve<P: Part>(state: Arc<AppState>) -> Result<Running, StartError>
     })
 }
 
-/// The most headers a request may carry, and their total size: far above what any client of
-/// ours sends, far below what would let one request hog memory.
-pub const MAX_HEADERS: usize = 64;
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-
-/// 431 for a request with too many or too large headers, in JSON like every other error.
-async fn limit_headers(req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    let bytes: usize = headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
-        return ApiError::HeadersTooLarge {
-            count: headers.len(),
-            bytes,
-        }
-        .into_response();
-    }
-    next.run(req).await
-}
+pub use crate::http::{MAX_HEADERS, MAX_HEADER_BYTES};
 
 /// Request metrics and a span per request with the fields that matter.
 async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
