@@ -1,16 +1,25 @@
-//! The HTTP edge every service shares: errors → responses, and the routes that are the same for
-//! all three (`/`, `/health`, `/ready`, `/metrics`, `/breaker`, fallbacks).
+//! The HTTP edge every service shares, below any one service: errors → responses, the JSON
+//! answers for what no route handles (unknown route, wrong method, a panic), and the header
+//! limits.
 //!
 //! Handlers return `Result<_, ApiError>` and use `?`; this file is the one place that decides
 //! status codes and the JSON error body `{"error","message","field"}`. Nothing a client sends can
 //! turn into a 500 or an HTML page: bad input is 4xx, a dead database is 503 (nothing accepted,
-//! safe to retry), and even a panic is caught and answered in JSON.
+//! safe to retry), and even a panic is caught and answered in JSON. Nothing here knows which
+//! service it serves; the routes themselves are the service's (`crate::service`).
 
 use crate::store::StoreError;
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+
+/// The most headers a request may carry, and their total size: far above what any client of
+/// ours sends, far below what would let one request hog memory.
+pub const MAX_HEADERS: usize = 64;
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Everything a handler can answer instead of success.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +35,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error(
         "request headers too large: {count} headers, {bytes} bytes (limits: {} headers, {} bytes)",
-        crate::service::MAX_HEADERS,
-        crate::service::MAX_HEADER_BYTES
+        MAX_HEADERS,
+        MAX_HEADER_BYTES
     )]
     HeadersTooLarge { count: usize, bytes: usize },
     #[error("Content-Type must be application/json, got {0:?}")]
@@ -188,4 +197,21 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
         "field": null,
     });
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// 431 for a request with too many or too large headers, in JSON like every other error.
+pub async fn limit_headers(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge {
+            count: headers.len(),
+            bytes,
+        }
+        .into_response();
+    }
+    next.run(req).await
 }

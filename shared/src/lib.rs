@@ -3,7 +3,9 @@
 //! The services (`order`, `payment`, `shipment`) are thin binaries that only say what their record
 //! looks like ([`service::Part`]); every mechanism — configuration, the breaker, the next-hop
 //! client, persistence, the saga status machine, the HTTP edge, logs and metrics — lives here
-//! once, one concept per module.
+//! once, one concept per module, and a concept with parts is a folder of one file per part
+//! (`service/`, `store/`, `breaker/`). `service` sits on top, built from the others; of it they
+//! know at most the [`Part`] trait (the OpenAPI document describes one).
 
 pub mod breaker;
 pub mod chaos;
@@ -12,7 +14,6 @@ pub mod field;
 pub mod hop;
 pub mod http;
 pub mod openapi;
-pub mod redrive;
 pub mod retry;
 pub mod saga;
 pub mod service;
@@ -20,28 +21,4 @@ pub mod store;
 pub mod telemetry;
 
 pub use config::Config;
-pub use service::Part;
-
-/// Resolves on Ctrl-C, or on SIGTERM where there is one (what `docker stop` sends).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
+pub use service::{redrive, shutdown_signal, Part};

@@ -11,33 +11,35 @@
 //!   answers with its record's *current* state (an idempotent replay), so `completed` and
 //!   `compensated` travel back up the chain by themselves;
 //! - after `SAGA_MAX_ATTEMPTS` re-drives or `SAGA_DEADLINE_MS`, **gives up**: the record moves
-//!   to `compensating` and the next hop is asked to undo its part (`POST /compensate` with the
-//!   same key), which it does recursively; the answer ends this record `compensated` — or
-//!   `completed`, when the rest of the chain had finished after all, so a saga is never half
-//!   undone. Compensation itself is retried until it is answered;
+//!   to `compensating` and takes the same undo step as `POST /compensate` (`compensate.rs`):
+//!   the next hop is asked to undo its part under the same key, which it does recursively; the
+//!   answer ends this record `compensated` — or `completed`, when the rest of the chain had
+//!   finished after all, so a saga is never half undone. Compensation itself is retried until it
+//!   is answered;
 //! - honours an open breaker: a rejected call is not an attempt, the record waits until the
 //!   breaker admits a trial, and the rest of the batch is left alone meanwhile.
 //!
-//! Waits between re-drives are exponential with full jitter (`random(0, min(cap, base·2ⁿ))`),
-//! computed when the record is written and *stored* as its `due_at`, not slept in memory: the
-//! schedule survives SIGKILL with the rest of the state. (backon's jitter adds `random(0, d)` to
-//! `d`, which is not full jitter, and its retry loop lives in memory; the one formula is
-//! [`retry::full_jitter`].) When the database is down the re-driver pauses, says so once, and
-//! resumes by itself.
+//! A step ends as a request would: the answer moves the record and is saved in it
+//! (`answer.rs`), and an unfinished record is due again after a backoff stored as its `due_at`
+//! (`schedule.rs`), so the schedule survives SIGKILL with the rest of the state. When the
+//! database is down the re-driver pauses, says so once, and resumes by itself. The serving file
+//! spawns it; nothing else in the service depends on it.
 
+use super::answer::{apply_answer, saved_response};
+use super::compensate::undo;
+use super::part::Part;
+use super::schedule::{backoff, later, when_open_ends};
+use super::state::AppState;
 use crate::breaker::BreakerError;
-use crate::config::{RetryConfig, SagaConfig};
+use crate::config::SagaConfig;
 use crate::hop::{ForwardError, Hop};
-use crate::retry;
 use crate::saga::{SagaRecord, Status};
-use crate::service::{self, AppState, Part};
 use crate::store::StoreError;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -46,26 +48,6 @@ const BATCH: usize = 64;
 /// Records driven at once.
 const CONCURRENCY: usize = 8;
 
-/// The wait before re-drive number `n + 1`: full jitter over `min(cap, base·2ⁿ)`.
-pub fn backoff(cfg: &SagaConfig, n: u32) -> Duration {
-    retry::full_jitter(
-        &RetryConfig {
-            max_attempts: 1,
-            base: cfg.backoff_base,
-            cap: cfg.backoff_cap,
-        },
-        n,
-    )
-}
-
-/// `now + d`, saturating at the end of time.
-pub fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    chrono::TimeDelta::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
 /// Why a record should be given up on now, if it should.
 pub fn give_up_reason(rec: &SagaRecord, now: DateTime<Utc>, cfg: &SagaConfig) -> Option<String> {
     if rec.redrives >= cfg.max_attempts {
@@ -73,18 +55,6 @@ pub fn give_up_reason(rec: &SagaRecord, now: DateTime<Utc>, cfg: &SagaConfig) ->
     }
     let age = (now - rec.created_at).to_std().unwrap_or_default();
     (age >= cfg.deadline).then(|| format!("deadline ({} ms)", cfg.deadline.as_millis()))
-}
-
-/// What a record's next status is, given what the next hop says of its own record.
-pub fn settle(next: &serde_json::Value) -> (Status, &'static str) {
-    match next.get("status").and_then(|s| s.as_str()) {
-        Some("degraded" | "pending") => (Status::Degraded, "downstream degraded"),
-        Some("compensating") => (Status::Degraded, "downstream compensating"),
-        Some("compensated") => (Status::Compensated, "downstream compensated"),
-        Some("failed") => (Status::Failed, "downstream failed"),
-        // `completed`, or `last` (the hop limit: nothing further to do).
-        _ => (Status::Completed, ""),
-    }
 }
 
 /// Starts the re-driver of the service `state` belongs to; it stops when the service does.
@@ -238,7 +208,7 @@ async fn step<P: Part>(
                     Ok(())
                 } else {
                     rec.redrives += 1;
-                    service::apply_answer(&mut rec, answer, hop, "redrive", false)
+                    apply_answer(&mut rec, answer, hop, "redrive", false)
                         .map(|status| http = status)
                 }
             }
@@ -255,7 +225,7 @@ async fn step<P: Part>(
     metrics::counter!("saga_redrives_total", "service" => state.service, "status" => rec.status.as_str())
         .increment(1);
     tracing::info!(event = "redrive", service = state.service, saga_id = %rec.saga_id, status = %rec.status, redrives = rec.redrives, "re-driven");
-    rec.response = Some(service::saved_response(state, &rec, http));
+    rec.response = Some(saved_response(state, &rec, http));
     rec.version = claimed + 1;
     // Lost to a concurrent replay of the same request: that one wrote the newer state.
     state.store.replace(&rec, claimed).await.map(drop)
@@ -265,96 +235,22 @@ fn is_rejected<T>(answer: &Result<T, ForwardError>) -> bool {
     matches!(answer, Err(ForwardError::Breaker(BreakerError::Rejected)))
 }
 
-/// When an open breaker will admit a trial (at least 50 ms from now).
-fn when_open_ends(hop: &Hop) -> DateTime<Utc> {
-    let ms = hop.breaker().snapshot().open_for_ms.unwrap_or(0).max(50);
-    later(Utc::now(), Duration::from_millis(ms))
-}
-
-/// Undoes `rec` (already `compensating`): asks the next hop to undo its part, and ends
-/// `compensated` or `completed` by its answer; stays `compensating` (due after a backoff) when
-/// the next hop can't say yet.
-pub(crate) async fn undo(
-    state: &AppState,
-    rec: &mut SagaRecord,
-    hop: Option<&Hop>,
-    budget: Duration,
-) -> Result<(), crate::saga::InvalidTransition> {
-    let Some(hop) = hop else {
-        return rec.transition(Status::Compensated, "compensate", "nothing after this hop");
-    };
-    let key = Hop::key_for(&rec.saga_id, state.service);
-    let answer = hop.compensate(&key, Instant::now() + budget).await;
-    let cfg = &state.config.saga;
-    match answer {
-        Ok(next) => {
-            let status = next.get("status").and_then(|s| s.as_str()).unwrap_or("");
-            let moved = match status {
-                "compensated" => {
-                    rec.transition(Status::Compensated, "compensate", "next hop compensated")
-                }
-                "completed" | "last" => rec.transition(
-                    Status::Completed,
-                    "compensate",
-                    "next hop had completed: the saga finished after all",
-                ),
-                "failed" => rec.transition(Status::Failed, "compensate", "next hop failed"),
-                _ => {
-                    rec.redrives += 1;
-                    rec.due_at = Some(later(Utc::now(), backoff(cfg, rec.redrives)));
-                    rec.transition(
-                        Status::Compensating,
-                        "compensate",
-                        "next hop still compensating",
-                    )
-                }
-            };
-            rec.next = Some(next);
-            moved
-        }
-        Err(ForwardError::Breaker(BreakerError::Rejected)) => {
-            rec.due_at = Some(when_open_ends(hop));
-            Ok(())
-        }
-        Err(e) => {
-            rec.redrives += 1;
-            rec.due_at = Some(later(Utc::now(), backoff(cfg, rec.redrives)));
-            rec.transition(Status::Compensating, "compensate", e.reason())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     fn cfg() -> SagaConfig {
         SagaConfig {
             max_attempts: 3,
             deadline: Duration::from_secs(60),
-            backoff_base: Duration::from_millis(100),
-            backoff_cap: Duration::from_secs(2),
             ..SagaConfig::default()
         }
     }
 
     fn rec() -> SagaRecord {
         SagaRecord::accepted("k".into(), "f".into(), "1".into(), 1, json!({}))
-    }
-
-    #[test]
-    fn backoff_is_full_jitter_under_the_capped_exponential() {
-        let c = cfg();
-        for n in 0..10 {
-            let ceiling = Duration::from_millis((100u64 << n).min(2_000));
-            for _ in 0..100 {
-                assert!(backoff(&c, n) <= ceiling);
-            }
-        }
-        let draws: Vec<_> = (0..200).map(|_| backoff(&c, 4)).collect();
-        assert!(draws.iter().any(|d| *d < Duration::from_millis(800)));
-        assert!(draws.iter().any(|d| *d > Duration::from_millis(800)));
     }
 
     #[test]
@@ -373,30 +269,6 @@ mod tests {
         assert_eq!(
             give_up_reason(&r, late, &c).as_deref(),
             Some("deadline (60000 ms)")
-        );
-    }
-
-    #[test]
-    fn the_next_hops_status_decides_ours() {
-        assert_eq!(settle(&json!({"status": "completed"})).0, Status::Completed);
-        assert_eq!(settle(&json!({"status": "last"})).0, Status::Completed);
-        assert_eq!(settle(&json!({"status": "degraded"})).0, Status::Degraded);
-        assert_eq!(
-            settle(&json!({"status": "compensating"})).0,
-            Status::Degraded
-        );
-        assert_eq!(
-            settle(&json!({"status": "compensated"})).0,
-            Status::Compensated
-        );
-        assert_eq!(settle(&json!({"status": "failed"})).0, Status::Failed);
-    }
-
-    #[test]
-    fn later_saturates_instead_of_overflowing() {
-        assert_eq!(
-            later(DateTime::<Utc>::MAX_UTC, Duration::from_secs(1)),
-            DateTime::<Utc>::MAX_UTC
         );
     }
 }

@@ -1,0 +1,137 @@
+//! Answers, both ways: how the next hop's answer moves our record, and what we answer about it.
+//!
+//! The request flow, compensation and the re-driver all end the same way — the next hop said
+//! something (or could not be reached), the record moves, and the answer about the record's
+//! *current* state is saved in it. Keeping those steps here, below all three, is what lets the
+//! re-driver finish a request exactly as the request would have.
+
+use super::state::AppState;
+use crate::hop::{ForwardError, Hop};
+use crate::saga::{Fallback, InvalidTransition, SagaId, SagaRecord, SavedResponse, Status};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// What a record's next status is, given what the next hop says of its own record.
+pub fn settle(next: &serde_json::Value) -> (Status, &'static str) {
+    match next.get("status").and_then(|s| s.as_str()) {
+        Some("degraded" | "pending") => (Status::Degraded, "downstream degraded"),
+        Some("compensating") => (Status::Degraded, "downstream compensating"),
+        Some("compensated") => (Status::Compensated, "downstream compensated"),
+        Some("failed") => (Status::Failed, "downstream failed"),
+        // `completed`, or `last` (the hop limit: nothing further to do).
+        _ => (Status::Completed, ""),
+    }
+}
+
+/// Moves `rec` by the next hop's answer (`step` names the attempt in the history) and returns
+/// the HTTP status to answer with: the next hop's 4xx when it refused the request, else 200.
+/// `fallback` counts a skipped hop in the breaker's fallback metric (requests, not re-drives).
+pub(crate) fn apply_answer(
+    rec: &mut SagaRecord,
+    answer: Result<serde_json::Value, ForwardError>,
+    hop: &Hop,
+    step: &str,
+    fallback: bool,
+) -> Result<StatusCode, InvalidTransition> {
+    match answer {
+        Ok(next) => {
+            // The chain is only complete when every hop after us is.
+            let (status, reason) = settle(&next);
+            rec.transition(status, step, reason)?;
+            rec.next = Some(next);
+            rec.fallback = None;
+            Ok(StatusCode::OK)
+        }
+        Err(e) => {
+            let reason = e.reason();
+            let detail = e.detail(hop);
+            let mut http_status = StatusCode::OK;
+            if let Some((code, body)) = e.rejected_by_next_hop() {
+                http_status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+                rec.next = Some(body.clone());
+                rec.transition(Status::Failed, step, &reason)?;
+            } else {
+                if fallback {
+                    hop.breaker().record_fallback(&reason);
+                }
+                rec.transition(Status::Degraded, step, &reason)?;
+            }
+            rec.fallback = Some(Fallback { reason, detail });
+            Ok(http_status)
+        }
+    }
+}
+
+/// What `/create` answers about `rec` now; saved in the record so a replay of the same request
+/// answers the record's *current* state (this is how a later `completed` or `compensated`
+/// travels back up the chain).
+pub(crate) fn saved_response(
+    state: &AppState,
+    rec: &SagaRecord,
+    status: StatusCode,
+) -> SavedResponse {
+    let body = serde_json::json!({
+        "service": state.service,
+        "saga_id": rec.saga_id,
+        "id": rec.id,
+        "count": rec.count,
+        "status": rec.status.as_str(),
+        "next": rec.next,
+        "fallback": rec.fallback,
+    });
+    SavedResponse {
+        status: status.as_u16(),
+        body,
+    }
+}
+
+/// Answers a repeated request with what the first one got.
+pub(super) fn replay(state: &AppState, rec: &SagaRecord, saved: &SavedResponse) -> Response {
+    let status = StatusCode::from_u16(saved.status).unwrap_or(StatusCode::OK);
+    let mut res = (status, Json(saved.body.clone())).into_response();
+    res.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    with_location(res, state, &rec.saga_id)
+}
+
+/// `body` as JSON with `status`, and the record's address in `Location`.
+pub(super) fn located(
+    state: &AppState,
+    id: &SagaId,
+    status: StatusCode,
+    body: serde_json::Value,
+) -> Response {
+    with_location((status, Json(body)).into_response(), state, id)
+}
+
+/// Adds `Location: /<collection>/<saga id>`.
+fn with_location(mut res: Response, state: &AppState, id: &SagaId) -> Response {
+    let location = format!("/{}/{id}", state.collection);
+    if let Ok(loc) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, loc);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_next_hops_status_decides_ours() {
+        assert_eq!(settle(&json!({"status": "completed"})).0, Status::Completed);
+        assert_eq!(settle(&json!({"status": "last"})).0, Status::Completed);
+        assert_eq!(settle(&json!({"status": "degraded"})).0, Status::Degraded);
+        assert_eq!(
+            settle(&json!({"status": "compensating"})).0,
+            Status::Degraded
+        );
+        assert_eq!(
+            settle(&json!({"status": "compensated"})).0,
+            Status::Compensated
+        );
+        assert_eq!(settle(&json!({"status": "failed"})).0, Status::Failed);
+    }
+}

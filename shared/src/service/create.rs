@@ -1,0 +1,196 @@
+//! `POST /create`: the request flow of the saga — persist first, then forward.
+//!
+//! The handler's arguments are its checks, in the order a client sees them: the deadline, the
+//! injected faults, the body (content type, size, fields), and last the idempotency key. Then
+//! the flow: the hop limit (`count >= JUMPS` answers `last` and stores nothing), the record is
+//! inserted — or the one already stored under the same key is replayed — and only once it is
+//! safely stored does [`process`] inject `INJECT_ERR`'s 502, forward the nested part through the
+//! breaker, move the record by the answer and save that answer in it.
+
+use super::answer::{apply_answer, located, replay, saved_response};
+use super::chaos::ChaosGate;
+use super::extract::{Count, Deadline, IdempotencyKey, ValidJson};
+use super::part::Part;
+use super::schedule::{backoff, later};
+use super::state::AppState;
+use crate::hop::Hop;
+use crate::http::ApiError;
+use crate::saga::{Fallback, SagaId, SagaRecord, Status};
+use crate::store::Inserted;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The body of every `/create` answer.
+#[derive(Serialize)]
+struct CreateBody<'a> {
+    service: &'a str,
+    saga_id: Option<SagaId>,
+    id: &'a str,
+    count: u32,
+    status: &'a str,
+    next: Option<&'a serde_json::Value>,
+    fallback: Option<&'a Fallback>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+/// A stable fingerprint of what a request asked for (FNV-1a over count and canonical JSON), so
+/// a repeated idempotency key with a different request is told apart from a replay.
+fn fingerprint(count: u32, body: &serde_json::Value) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let text = body.to_string();
+    for b in count.to_le_bytes().iter().chain(text.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[tracing::instrument(
+    name = "create",
+    skip_all,
+    fields(service = state.service, saga_id = tracing::field::Empty, count = tracing::field::Empty)
+)]
+pub(super) async fn create<P: Part>(
+    State(state): State<Arc<AppState>>,
+    Deadline(deadline): Deadline,
+    _: ChaosGate,
+    Count(count): Count,
+    // Taken before the body (axum wants the body last) but checked after it, as it always was:
+    // a request wrong in both gets the body's error.
+    key: Result<Option<IdempotencyKey>, ApiError>,
+    ValidJson { part, canonical }: ValidJson<P>,
+) -> Result<Response, ApiError> {
+    let key = key?.map(|IdempotencyKey(k)| k);
+    let count = count.saturating_add(1);
+    let span = tracing::Span::current();
+    span.record("count", count);
+
+    if count >= state.config.jumps {
+        let body = CreateBody {
+            service: state.service,
+            saga_id: None,
+            id: part.id(),
+            count,
+            status: "last",
+            next: None,
+            fallback: None,
+            message: Some("Last"),
+        };
+        return Ok(Json(body).into_response());
+    }
+
+    let mut rec = SagaRecord::accepted(
+        String::new(),
+        fingerprint(count, &canonical),
+        part.id().to_string(),
+        count,
+        canonical,
+    );
+    rec.key = key.unwrap_or_else(|| rec.saga_id.to_string());
+    // If this request dies before it answers, the re-driver takes the record up once the
+    // request's own deadline (and a second's grace) has passed.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    rec.due_at = Some(later(rec.created_at, left + Duration::from_secs(1)));
+    let rec = match state.store.insert(&rec).await? {
+        Inserted::New => rec,
+        Inserted::Existing(old) => {
+            if old.is_tombstone() {
+                // Cancelled by the caller before this request arrived: nothing to do.
+                if let Some(saved) = &old.response {
+                    return Ok(replay(&state, &old, saved));
+                }
+            }
+            if old.fingerprint != rec.fingerprint {
+                return Err(ApiError::Conflict(format!(
+                    "Idempotency-Key {:?} was already used for a different request (saga {})",
+                    old.key, old.saga_id
+                )));
+            }
+            if let Some(saved) = &old.response {
+                return Ok(replay(&state, &old, saved));
+            }
+            // Accepted before but never answered (a crash, an injected failure, a request still
+            // in flight): carry on with the stored record; the version check settles races.
+            old
+        }
+    };
+    span.record("saga_id", tracing::field::display(rec.saga_id));
+    process(&state, rec, part.forward(), deadline).await
+}
+
+/// Everything after the record is safely stored: inject, forward, transition, answer.
+async fn process(
+    state: &AppState,
+    mut rec: SagaRecord,
+    forward: Option<serde_json::Value>,
+    deadline: tokio::time::Instant,
+) -> Result<Response, ApiError> {
+    if state.config.inject_err && rand::random::<f64>() < state.config.err_rate {
+        let read = rec.version;
+        rec.note(rec.status, "inject", "http 502");
+        rec.version = read + 1;
+        // Best effort: the history note is for humans; the 502 goes out either way.
+        let _ = state.store.replace(&rec, read).await;
+        return Err(ApiError::Injected {
+            rate: state.config.err_rate,
+            saga_id: rec.saga_id.to_string(),
+        });
+    }
+
+    let mut http_status = StatusCode::OK;
+    let read = rec.version;
+    match (state.hop.as_ref(), forward) {
+        (Some(hop), Some(part)) => {
+            let key = Hop::key_for(&rec.saga_id, state.service);
+            let (answer, tries) = hop.forward(&key, rec.count, &part, deadline).await;
+            rec.attempts += tries;
+            http_status = apply_answer(&mut rec, answer, hop, "forward", true)?;
+            if !rec.status.is_terminal() {
+                let wait = backoff(&state.config.saga, rec.redrives);
+                rec.due_at = Some(later(chrono::Utc::now(), wait));
+            }
+        }
+        _ => {
+            rec.transition(Status::Completed, "last hop", "")?;
+        }
+    }
+
+    let saved = saved_response(state, &rec, http_status);
+    let body = saved.body.clone();
+    rec.response = Some(saved);
+    rec.version = read + 1;
+    if !state.store.replace(&rec, read).await? {
+        // Someone else (a concurrent replay, the re-driver) moved this record first: answer
+        // what it stored.
+        if let Some(current) = state.store.get(&rec.saga_id).await? {
+            if let Some(saved) = &current.response {
+                return Ok(replay(state, &current, saved));
+            }
+        }
+        return Err(ApiError::Busy(format!(
+            "saga {} is being processed by another request; retry",
+            rec.saga_id
+        )));
+    }
+    Ok(located(state, &rec.saga_id, http_status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_depends_on_count_and_body() {
+        let a = serde_json::json!({"id": "1"});
+        let b = serde_json::json!({"id": "2"});
+        assert_eq!(fingerprint(1, &a), fingerprint(1, &a));
+        assert_ne!(fingerprint(1, &a), fingerprint(2, &a));
+        assert_ne!(fingerprint(1, &a), fingerprint(1, &b));
+    }
+}

@@ -1,0 +1,65 @@
+//! The ops endpoints: what an operator, a load balancer or a scraper asks a service.
+//!
+//! `/` (the original demo's hello), `/health` (the process is up), `/ready` (its database
+//! answers), `/metrics` (Prometheus text), `/breaker` (the next hop's breaker, as a snapshot) and
+//! `/openapi.json`. None of them touches a saga; each is a few lines over the state.
+
+use super::part::Part;
+use super::state::AppState;
+use crate::http::ApiError;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::sync::Arc;
+
+pub(super) async fn openapi<P: Part>() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document::<P>())
+}
+
+pub(super) async fn hello(State(state): State<Arc<AppState>>) -> String {
+    format!("hello from {}", state.config.id)
+}
+
+pub(super) async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "up", "service": state.service}))
+}
+
+pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(serde_json::json!({
+            "ready": true, "service": state.service, "store": state.store.kind()
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "ready": false, "service": state.service, "store": state.store.kind(),
+                "reason": e.to_string()
+            })),
+        )
+            .into_response(),
+    }
+}
+
+pub(super) async fn metrics_text() -> Response {
+    match crate::telemetry::prometheus() {
+        Some(handle) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError::Internal("another metrics recorder is installed".into()).into_response(),
+    }
+}
+
+pub(super) async fn breaker(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "service": state.service,
+        "next_hop": state.hop.as_ref().map(|h| h.url().as_str()),
+        "breaker": state.hop.as_ref().map(|h| h.breaker().snapshot()),
+    }))
+}
