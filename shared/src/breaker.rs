@@ -36,6 +36,7 @@
 //! The memory path pays one `Option` check for this; the shared path is boxed so the memory
 //! path's future stays as small as it was.
 
+mod config;
 pub mod machine;
 pub mod policy;
 pub mod redis;
@@ -49,57 +50,15 @@ use std::task::Poll;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::config::BreakerBackend;
+pub use config::{BreakerBackend, BreakerConfig};
 use machine::{Admission, Machine, Permit, State, Transition};
 pub use policy::WindowStats;
 use policy::{ResetBackoff, RollingWindow};
 pub use redis::Backend;
 use redis::{Clock, Recorded, Shared, SystemClock, Verdict};
-
-/// How a breaker behaves. The defaults are the original demo's (timeout 300 ms, threshold
-/// 50 %, reset 10 s) plus opossum's window (10 s, at least 5 calls).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct BreakerConfig {
-    /// `false`: the breaker never opens, but the timeout still applies.
-    pub enabled: bool,
-    /// Longest a call may take; a caller's deadline can only shorten it.
-    #[serde(rename = "timeout_ms", serialize_with = "millis")]
-    pub timeout: Duration,
-    /// Opens when the failure percentage in the window is strictly greater than this.
-    pub error_threshold_pct: u8,
-    /// How long the breaker stays open before it admits a trial call.
-    #[serde(rename = "reset_ms", serialize_with = "millis")]
-    pub reset: Duration,
-    /// Open time is `reset` plus a uniform random duration in `[0, reset_jitter]`.
-    #[serde(rename = "reset_jitter_ms", serialize_with = "millis")]
-    pub reset_jitter: Duration,
-    /// Length of the rolling window, split in 10 buckets.
-    #[serde(rename = "window_ms", serialize_with = "millis")]
-    pub window: Duration,
-    /// The breaker never opens with fewer calls than this in the window.
-    pub min_calls: u32,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            timeout: Duration::from_millis(300),
-            error_threshold_pct: 50,
-            reset: Duration::from_secs(10),
-            reset_jitter: Duration::ZERO,
-            window: Duration::from_secs(10),
-            min_calls: 5,
-        }
-    }
-}
-
-fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// Tells the breaker whether an error says something about the hop's health.
 pub trait Failure {
