@@ -45,7 +45,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Script};
-use serde::Serialize;
 
 use super::policy::{WindowStats, BUCKETS};
 use super::{BreakerBuildError, BreakerConfig, BreakerState};
@@ -147,20 +146,6 @@ pub fn key_ttl(cfg: &BreakerConfig) -> Duration {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Which breaker a snapshot describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Backend {
-    /// `BREAKER_BACKEND=memory`: this process's own breaker.
-    #[serde(rename = "memory")]
-    Memory,
-    /// The shared breaker in Redis.
-    #[serde(rename = "redis")]
-    Redis,
-    /// `BREAKER_BACKEND=redis`, but Redis did not answer: the local breaker decides.
-    #[serde(rename = "redis-unavailable (local)")]
-    RedisUnavailable,
 }
 
 /// Why a Redis round trip did not give an answer; the breaker then decides locally.
@@ -619,15 +604,6 @@ mod tests {
             assert_eq!(parse_record(reply).expect("valid").0, expected);
         }
         assert!(parse_record(("tripped".into(), "open".into(), 0, 0, 0)).is_err());
-    }
-
-    #[test]
-    fn snapshot_backend_names() {
-        let names: Vec<_> = [Backend::Memory, Backend::Redis, Backend::RedisUnavailable]
-            .iter()
-            .map(|b| serde_json::to_value(b).expect("serializes"))
-            .collect();
-        assert_eq!(names, ["memory", "redis", "redis-unavailable (local)"]);
     }
 
     #[test]
