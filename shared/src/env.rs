@@ -89,6 +89,24 @@ impl<'a> Reader<'a> {
         });
     }
 
+    /// Records the `_MS` variable `var` as bad when its `value` is below `floor`, the value of
+    /// `floor_var` (a backoff's cap below its base).
+    pub fn not_below(
+        &mut self,
+        var: &'static str,
+        value: Duration,
+        floor_var: &str,
+        floor: Duration,
+    ) {
+        if value < floor {
+            self.reject(
+                var,
+                millis(value).to_string(),
+                format!("at least {floor_var} ({})", millis(floor)),
+            );
+        }
+    }
+
     /// The variable as set, `None` when unset or blank.
     pub fn raw(&self, var: &str) -> Option<String> {
         (self.get)(var).filter(|v| !v.trim().is_empty())

@@ -52,13 +52,7 @@ impl RetryConfig {
             base: r.millis("RETRY_BASE_MS", d.base, 1, DAY_MS),
             cap: r.millis("RETRY_CAP_MS", d.cap, 1, DAY_MS),
         };
-        if retry.cap < retry.base {
-            r.reject(
-                "RETRY_CAP_MS",
-                env::millis(retry.cap).to_string(),
-                format!("at least RETRY_BASE_MS ({})", env::millis(retry.base)),
-            );
-        }
+        r.not_below("RETRY_CAP_MS", retry.cap, "RETRY_BASE_MS", retry.base);
         retry
     }
 }

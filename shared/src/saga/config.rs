@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::env::{self, Reader, DAY_MS};
+use crate::env::{Reader, DAY_MS};
 
 /// How the re-driver finishes what a request left undone (see `crate::redrive`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,16 +55,12 @@ impl SagaConfig {
             lease: r.millis("SAGA_LEASE_MS", d.lease, 100, DAY_MS),
             poll: r.millis("SAGA_POLL_MS", d.poll, 10, 60_000),
         };
-        if saga.backoff_cap < saga.backoff_base {
-            r.reject(
-                "SAGA_BACKOFF_CAP_MS",
-                env::millis(saga.backoff_cap).to_string(),
-                format!(
-                    "at least SAGA_BACKOFF_BASE_MS ({})",
-                    env::millis(saga.backoff_base)
-                ),
-            );
-        }
+        r.not_below(
+            "SAGA_BACKOFF_CAP_MS",
+            saga.backoff_cap,
+            "SAGA_BACKOFF_BASE_MS",
+            saga.backoff_base,
+        );
         saga
     }
 }
