@@ -1,7 +1,7 @@
 //! `saga verify`: check the cross-collection invariants of the saga from the databases.
 //!
 //! The services only ever see their own collection; this is the one place that reads all
-//! three and checks that they agree (DESIGN §4): every completed order has its payment and that
+//! three and checks that they agree: every completed order has its payment and that
 //! payment its shipment, every compensated order's payment is refunded, no idempotency key is
 //! used twice, nothing is left non-terminal for longer than `--stuck-after`. The parent/child
 //! link is the hop key: payment's key is `<order saga id>/order`, shipment's
@@ -10,11 +10,14 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Args;
+use shared::config::ConfigError;
+use shared::env::Reader;
 use shared::hop::Hop;
 use shared::saga::{SagaId, SagaRecord, Status};
-use shared::store::{EmbeddedStore, MongoStore, Store};
+use shared::store::{Store, StoreConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Args)]
@@ -34,6 +37,22 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+impl VerifyArgs {
+    /// Where the records are, read as the services read it: these flags (or `MONGO_URL`,
+    /// `MONGO_DB`, `DATA_DIR`) laid over the environment, which gives `MONGO_TIMEOUT_MS`.
+    pub fn store(&self) -> Result<StoreConfig, ConfigError> {
+        let data_dir = self.data_dir.to_string_lossy();
+        let mut r = Reader::new(|var| match var {
+            "MONGO_URL" => self.mongo_url.clone(),
+            "MONGO_DB" => Some(self.mongo_db.clone()),
+            "DATA_DIR" => Some(data_dir.to_string()),
+            _ => std::env::var(var).ok(),
+        });
+        let store = StoreConfig::read(&mut r);
+        r.finish(store)
+    }
 }
 
 const ALL: [Status; 6] = [
@@ -208,28 +227,26 @@ async fn read(store: &dyn Store) -> anyhow::Result<Vec<SagaRecord>> {
         .with_context(|| format!("reading the {} store", store.kind()))
 }
 
-async fn open(args: &VerifyArgs, collection: &str) -> anyhow::Result<Box<dyn Store>> {
-    Ok(match &args.mongo_url {
-        Some(url) => Box::new(
-            MongoStore::connect(url, &args.mongo_db, collection, Duration::from_secs(5)).await?,
-        ),
-        None => Box::new(
-            EmbeddedStore::open(&args.data_dir, collection).with_context(|| {
-                format!(
-                    "opening {}/{collection}.redb (are the services still running?)",
-                    args.data_dir.display()
-                )
-            })?,
-        ),
+async fn open(store: &StoreConfig, collection: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let opened = store.open(collection).await;
+    Ok(match store {
+        StoreConfig::Embedded { data_dir } => opened.with_context(|| {
+            format!(
+                "opening {}/{collection}.redb (are the services still running?)",
+                data_dir.display()
+            )
+        })?,
+        StoreConfig::Mongo { .. } => opened?,
     })
 }
 
 /// Reads the three collections, checks, prints; `Ok(false)` when an invariant is violated.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<bool> {
+    let store = args.store()?;
     let report = verify_stores(
-        &*open(&args, "orders").await?,
-        &*open(&args, "payments").await?,
-        &*open(&args, "shipments").await?,
+        &*open(&store, "orders").await?,
+        &*open(&store, "payments").await?,
+        &*open(&store, "shipments").await?,
         Duration::from_secs(args.stuck_after),
     )
     .await?;
@@ -293,6 +310,32 @@ mod tests {
 
     fn violations(o: &[SagaRecord], p: &[SagaRecord], s: &[SagaRecord]) -> Vec<String> {
         check(o, p, s, Utc::now(), Duration::from_secs(300)).violations
+    }
+
+    #[test]
+    fn the_flags_choose_the_store_as_the_services_variables_do() {
+        let mut args = VerifyArgs {
+            mongo_url: None,
+            mongo_db: "saga".into(),
+            data_dir: PathBuf::from("/tmp/saga-data"),
+            stuck_after: 300,
+            json: false,
+        };
+        assert_eq!(
+            args.store().expect("valid"),
+            StoreConfig::embedded("/tmp/saga-data")
+        );
+        args.mongo_url = Some("mongodb://db:27017".into());
+        args.mongo_db = "other".into();
+        assert!(matches!(
+            args.store().expect("valid"),
+            StoreConfig::Mongo { ref db, .. } if db == "other"
+        ));
+        args.mongo_url = Some("postgres://db".into());
+        assert_eq!(
+            args.store().expect_err("not mongodb://").0[0].var,
+            "MONGO_URL"
+        );
     }
 
     #[test]

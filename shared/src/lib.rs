@@ -10,6 +10,7 @@
 pub mod breaker;
 pub mod chaos;
 pub mod config;
+pub mod env;
 pub mod field;
 pub mod hop;
 pub mod http;

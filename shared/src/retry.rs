@@ -11,12 +11,51 @@
 //! The retry budget keeps an outage from becoming a retry storm: every first attempt deposits
 //! a tenth of a token, every retry withdraws one, and a small floor lets a quiet service retry
 //! at all — so retries stay at most about 10 % of calls plus the floor, per hop.
+//!
+//! [`RetryConfig`] (`RETRY_MAX_ATTEMPTS`, `RETRY_BASE_MS`, `RETRY_CAP_MS`) lives here with its
+//! defaults and parsing; the re-driver reuses [`full_jitter`] with its own base and cap.
 
-use crate::config::RetryConfig;
+use crate::env::{self, Reader, DAY_MS};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Retries of a hop call (exponential backoff with full jitter): `RETRY_MAX_ATTEMPTS`,
+/// `RETRY_BASE_MS`, `RETRY_CAP_MS`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryConfig {
+    /// Attempts in total, the first included: 1 means no retries.
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for RetryConfig {
+    /// No retries; when turned on, backoff from 50 ms up to 2 s.
+    fn default() -> Self {
+        Self {
+            max_attempts: 1,
+            base: Duration::from_millis(50),
+            cap: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// `RETRY_MAX_ATTEMPTS` (1 to 100), `RETRY_BASE_MS`, and `RETRY_CAP_MS`, which may not be
+    /// below the base.
+    pub fn read(r: &mut Reader<'_>) -> Self {
+        let d = Self::default();
+        let retry = Self {
+            max_attempts: r.u32_in("RETRY_MAX_ATTEMPTS", d.max_attempts, 1, 100),
+            base: r.millis("RETRY_BASE_MS", d.base, 1, DAY_MS),
+            cap: r.millis("RETRY_CAP_MS", d.cap, 1, DAY_MS),
+        };
+        r.not_below("RETRY_CAP_MS", retry.cap, "RETRY_BASE_MS", retry.base);
+        retry
+    }
+}
 
 /// Tokens each first attempt deposits: retries may be this share of calls.
 pub const BUDGET_RATIO: f64 = 0.1;
@@ -145,7 +184,7 @@ where
             event = "retry",
             hop,
             attempt = attempt + 1,
-            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            delay_ms = env::millis(delay),
             "retrying the next hop"
         );
         tokio::time::sleep(delay).await;

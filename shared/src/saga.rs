@@ -6,6 +6,13 @@
 //! optimistic: every write names the `version` it read, so two actors racing on one record can't
 //! lose each other's transition. That needs only single-document atomicity, which MongoDB,
 //! FerretDB and the embedded store all give.
+//!
+//! How long and how often the re-driver tries before giving a saga up is [`SagaConfig`]
+//! (`SAGA_*`), in `config`.
+
+mod config;
+
+pub use config::SagaConfig;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};

@@ -6,9 +6,11 @@
 //! unique key, and compare-and-swap on `version` — because FerretDB has no multi-document
 //! transactions and because nothing more is needed. One contract test suite runs against both.
 
+pub mod config;
 pub mod embedded;
 pub mod mongo;
 
+pub use config::StoreConfig;
 pub use embedded::EmbeddedStore;
 pub use mongo::MongoStore;
 

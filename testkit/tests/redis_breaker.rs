@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use shared::breaker::redis::{key_ttl, trial_lease, ManualClock, PROBE_EVERY, REDIS_TIMEOUT};
-use shared::breaker::{Backend, Breaker, BreakerConfig, BreakerError, BreakerState, Failure};
-use shared::config::BreakerBackend;
+use shared::breaker::{
+    Backend, Breaker, BreakerBackend, BreakerConfig, BreakerError, BreakerState, Failure,
+};
 use testkit::redis::{closed_port, redis_url, RedisProxy};
 use tokio::sync::Notify;
 use tracing::field::{Field, Visit};

@@ -12,7 +12,7 @@ use super::settings::Settings;
 use crate::load::{self, Plan, SEED};
 use crate::up::{self, Stack, UpArgs};
 use anyhow::Context;
-use shared::store::MongoStore;
+use shared::store::StoreConfig;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -49,9 +49,15 @@ pub async fn run(settings: &Settings, setup: Setup, quiet: bool) -> anyhow::Resu
         setup.slug().replace('-', "_"),
         chrono::Utc::now().format("%Y%m%d%H%M%S%3f")
     );
-    match &settings.mongo_url {
-        Some(_) => env.push(("MONGO_DB".into(), mongo_db.clone())),
-        None => env.push(("DATA_DIR".into(), data.path().display().to_string())),
+    let store = match &settings.mongo_url {
+        Some(url) => StoreConfig::mongo(url, mongo_db),
+        None => StoreConfig::embedded(data.path()),
+    };
+    match &store {
+        StoreConfig::Mongo { db, .. } => env.push(("MONGO_DB".into(), db.clone())),
+        StoreConfig::Embedded { data_dir } => {
+            env.push(("DATA_DIR".into(), data_dir.display().to_string()))
+        }
     }
     let args = UpArgs {
         host: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -66,21 +72,17 @@ pub async fn run(settings: &Settings, setup: Setup, quiet: bool) -> anyhow::Resu
     let stack = up::start(&args).await?;
     let result = drive(settings, setup, &stack, quiet).await;
     stack.stop().await;
-    if let Some(url) = &settings.mongo_url {
-        drop_run_database(url, &mongo_db).await;
-    }
+    drop_run_database(&store).await;
     result
 }
 
 /// The run's MongoDB database is throwaway, like the embedded store's temp dir: drop it, so
 /// runs don't pile up databases. A failure only warns; the run's results stand.
-async fn drop_run_database(url: &str, db: &str) {
-    let dropped = match MongoStore::connect(url, db, "orders", Duration::from_secs(5)).await {
-        Ok(store) => store.drop_database().await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = dropped {
-        eprintln!("warning: could not drop the run's database {db}: {e}");
+async fn drop_run_database(store: &StoreConfig) {
+    if let StoreConfig::Mongo { db, .. } = store {
+        if let Err(e) = store.drop_database().await {
+            eprintln!("warning: could not drop the run's database {db}: {e}");
+        }
     }
 }
 

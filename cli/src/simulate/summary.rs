@@ -13,6 +13,7 @@ use super::run::RunResult;
 use super::scenario::{Fault, Scenario, Target};
 use super::settings::Settings;
 use serde::Serialize;
+use shared::env::millis;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -82,9 +83,8 @@ impl Document {
             fault_end_s: settings.fault_window.end_s,
             duration_s: settings.duration.as_secs(),
             rate: settings.rate,
-            hop_timeout_ms: u64::try_from(settings.hop_timeout.as_millis()).unwrap_or(u64::MAX),
-            request_timeout_ms: u64::try_from(settings.request_timeout.as_millis())
-                .unwrap_or(u64::MAX),
+            hop_timeout_ms: millis(settings.hop_timeout),
+            request_timeout_ms: millis(settings.request_timeout),
             runs,
         }
     }

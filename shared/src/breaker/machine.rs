@@ -1,8 +1,8 @@
 //! The breaker's state machine, pure: no locks, no clock reads of its own, no logging.
 //!
 //! Time comes in as an argument and transitions come out as values, so the same machine can
-//! sit behind a `std::sync::Mutex` (the in-process [`super::Breaker`]) or, later, be replayed
-//! against state kept in Redis for the distributed breaker. It asks the failure policy for a
+//! sit behind a `std::sync::Mutex` (the in-process [`super::Breaker`]); the distributed breaker
+//! replays the same transitions in Lua against state kept in Redis ([`super::redis`]). It asks the failure policy for a
 //! verdict only through failsafe's [`FailurePolicy`] trait, after telling it the time of the
 //! outcome through [`Clocked`] (the one thing failsafe's trait does not carry).
 //!
@@ -11,10 +11,14 @@
 //! until that trial reports back. Only the trial's outcome moves the machine out of
 //! half-open; outcomes of calls admitted earlier (while closed) that land late are ignored,
 //! so a slow stale success cannot close a breaker whose trial is still in flight.
+//!
+//! [`State`] carries the instants the machine decides by; [`BreakerState`] is what callers see
+//! of it (closed, open, half-open), the one both backends report.
 
 use std::time::Duration;
 
 use failsafe::failure_policy::FailurePolicy;
+use serde::Serialize;
 use tokio::time::Instant;
 
 use super::policy::{Clocked, ResetBackoff};
@@ -34,6 +38,28 @@ pub enum State {
         /// Whether the trial is running; if not, the next caller becomes the trial.
         trial_in_flight: bool,
     },
+}
+
+/// The breaker's state as callers see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BreakerState {
+    /// Calls flow.
+    Closed,
+    /// Calls are rejected until the reset timer elapses.
+    Open,
+    /// One trial call is (or is about to be) deciding.
+    HalfOpen,
+}
+
+impl From<State> for BreakerState {
+    fn from(state: State) -> Self {
+        match state {
+            State::Closed => Self::Closed,
+            State::Open { .. } => Self::Open,
+            State::HalfOpen { .. } => Self::HalfOpen,
+        }
+    }
 }
 
 /// What an admitted call is: an ordinary call, or the half-open trial.
