@@ -7,9 +7,9 @@
 use super::part::Part;
 use crate::breaker::Breaker;
 use crate::chaos::Chaos;
-use crate::config::{Config, StoreConfig};
+use crate::config::Config;
 use crate::hop::Hop;
-use crate::store::{EmbeddedStore, MongoStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -29,17 +29,7 @@ pub struct AppState {
 
 /// Builds the state for `P` from `config`: opens the store, builds the breaker and hop client.
 pub async fn state<P: Part>(config: Config) -> Result<Arc<AppState>, StartError> {
-    let store: Arc<dyn Store> = match &config.store {
-        StoreConfig::Mongo { url, db, timeout } => {
-            Arc::new(MongoStore::connect(url, db, P::COLLECTION, *timeout).await?)
-        }
-        StoreConfig::Embedded { data_dir } => {
-            std::fs::create_dir_all(data_dir).map_err(|e| {
-                StartError::DataDir(format!("can't create DATA_DIR {}: {e}", data_dir.display()))
-            })?;
-            Arc::new(EmbeddedStore::open(data_dir, P::COLLECTION)?)
-        }
-    };
+    let store = config.store.open(P::COLLECTION).await?;
     state_with_store::<P>(config, store)
 }
 
@@ -86,8 +76,6 @@ pub fn state_with_store<P: Part>(
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    DataDir(String),
     #[error("can't build the HTTP client: {0}")]
     Client(String),
     #[error("can't build the breaker: {0}")]
