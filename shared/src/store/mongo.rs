@@ -31,7 +31,7 @@ mod due;
 
 use super::{Inserted, Store, StoreError};
 use crate::saga::{SagaId, SagaRecord, Status};
-use batch::{Batcher, Write, Written};
+use batch::Writer;
 use chrono::{DateTime, Utc};
 use document::{from_document, to_document};
 use due::Schedule;
@@ -80,7 +80,7 @@ pub const DUE_INDEX: &str = "due_at";
 pub struct MongoStore {
     db: Database,
     records: Collection<Document>,
-    writes: Batcher,
+    writes: Writer,
     schedule: Arc<Schedule>,
     indexes: Arc<OnceCell<()>>,
     op_timeout: Duration,
@@ -136,7 +136,7 @@ impl MongoStore {
         let db = client.database(db);
         let records = db.collection::<Document>(collection);
         MongoStore {
-            writes: Batcher::new(db.clone(), records.clone(), op_timeout),
+            writes: Writer::new(db.clone(), records.clone(), op_timeout),
             db,
             records,
             schedule: Arc::new(Schedule::default()),
@@ -245,17 +245,20 @@ impl MongoStore {
 
     async fn insert_record(&self, rec: &SagaRecord) -> Result<Inserted, StoreError> {
         self.ready().await?;
-        let write = Write::Insert {
-            key: rec.key.clone(),
-            doc: to_document(rec)?,
-        };
-        match self.writes.write(write).await? {
-            Written::Inserted => {
+        match self
+            .writes
+            .insert(rec.key.clone(), to_document(rec)?)
+            .await?
+        {
+            batch::Inserted::New => {
                 self.note(rec);
                 Ok(Inserted::New)
             }
-            Written::Existing(doc) => Ok(Inserted::Existing(from_document(doc)?)),
-            Written::Replaced(_) => Err(unexpected("insert")),
+            batch::Inserted::Existing(doc) => {
+                let existing = from_document(doc)?;
+                self.note(&existing);
+                Ok(Inserted::Existing(existing))
+            }
         }
     }
 
@@ -266,19 +269,11 @@ impl MongoStore {
             .ok_or(StoreError::Backend(Box::new(VersionOverflow)))?;
         let mut doc = to_document(rec)?;
         doc.insert("version", to_i64(next)?);
-        let write = Write::Replace {
-            key: rec.key.clone(),
-            expected,
-            doc,
-        };
-        match self.writes.write(write).await? {
-            Written::Replaced(true) => {
-                self.note(rec);
-                Ok(true)
-            }
-            Written::Replaced(false) => Ok(false),
-            Written::Inserted | Written::Existing(_) => Err(unexpected("replace")),
+        let replaced = self.writes.replace(&rec.key, expected, doc).await?;
+        if replaced {
+            self.note(rec);
         }
+        Ok(replaced)
     }
 
     /// The record with this saga id. A record stored without a client key has its saga id as
@@ -311,8 +306,8 @@ impl MongoStore {
         documents.into_iter().map(from_document).collect()
     }
 
-    /// What the re-driver should take up: the keys the schedule says are due, read by `_id` in
-    /// one command (none when nothing is due), and trusted as stored. At the first poll and
+    /// What the re-driver should take up: the keys the schedule says are due, each read by
+    /// `_id` (nothing is sent when nothing is due), and trusted as stored. At the first poll and
     /// every [`SWEEP_EVERY`] the records are also scanned for work another process left.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SagaRecord>, StoreError> {
         if limit == 0 {
@@ -329,11 +324,20 @@ impl MongoStore {
             return Ok(Vec::new());
         }
         self.ready().await?;
+        // One `_id` read per key, side by side: FerretDB on SQLite looks up by `_id` only for a
+        // filter that is a lone `_id` string (an `$in` would read the whole collection).
+        let reads = keys.iter().map(|key| async move {
+            let doc = self
+                .bounded("find", self.records.find_one(doc! { "_id": key.as_str() }))
+                .await?;
+            Ok::<_, StoreError>(doc)
+        });
         let mut found: std::collections::HashMap<String, SagaRecord> =
             std::collections::HashMap::new();
-        for doc in self
-            .find_many(doc! { "_id": { "$in": &keys } }, keys.len())
+        for doc in futures::future::try_join_all(reads)
             .await?
+            .into_iter()
+            .flatten()
         {
             match from_document(doc) {
                 Ok(rec) => {
@@ -467,15 +471,6 @@ async fn bounded_raw<T>(
         }))
     })
 }
-
-fn unexpected(what: &'static str) -> StoreError {
-    StoreError::Backend(Box::new(Unexpected(what)))
-}
-
-/// A write answered with the outcome of another kind of write (a bug).
-#[derive(Debug, thiserror::Error)]
-#[error("the {0} got an answer meant for another kind of write")]
-struct Unexpected(&'static str);
 
 /// A driver call that outlived the backstop timer.
 #[derive(Debug, thiserror::Error)]
