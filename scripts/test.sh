@@ -6,7 +6,8 @@
 #   SAGA_SKIP=clippy,http scripts/test.sh    skip steps while iterating (refused when CI=true)
 #
 # Steps: 1 tools (install what is missing, build FerretDB once) · 2 fmt, clippy · 3 databases
-# (FerretDB + Redis, or testcontainers where Docker works) · 4 build, cargo test · 5 httpyac
+# (FerretDB on SQLite and on PostgreSQL + Redis, or testcontainers where Docker works) · 4 build,
+# cargo test (on FerretDB/SQLite), the MongoDB-path suites again on FerretDB/PostgreSQL · 5 httpyac
 # against a live `saga up` stack · 6 docker-compose config. Servers' logs go to
 # target/test-logs/; on failure their last lines are printed. Everything started is stopped on
 # exit, and the exit status is non-zero if any step failed.
@@ -130,6 +131,8 @@ on_exit() {
     fi
     if ((FAILED != 0 || rc != 0)); then
         tail_log "$SAGA_LOG_DIR/ferretdb.log" 20
+        tail_log "$SAGA_LOG_DIR/ferretdb-postgresql.log" 20
+        tail_log "$SAGA_LOG_DIR/postgres.log" 10
         tail_log "$SAGA_LOG_DIR/redis.log" 10
         tail_log "$SAGA_LOG_DIR/stack.log" 60
     fi
@@ -150,11 +153,16 @@ rm -f "$SAGA_LOG_DIR"/*.log "$SAGA_LOG_DIR"/*.totals
 # Steps
 
 MONGO_MODE=""
+# Test-name filters (cargo test's) of the suites that also run on FerretDB/PostgreSQL.
+PG_SUITES=(store_contract:: mongo_path:: chain::)
 
 step_tools() {
     ensure_apt_tools
     decide_mongo_mode
-    if [[ $MONGO_MODE == ferretdb ]]; then ensure_ferretdb; fi
+    if [[ $MONGO_MODE == ferretdb ]]; then
+        ensure_ferretdb
+        ensure_postgres
+    fi
     ensure_httpyac
     ensure_schemathesis
     log "tools: cargo $(cargo --version | cut -d' ' -f2), go $(go version 2>/dev/null | cut -d' ' -f3 || echo -)," \
@@ -180,7 +188,14 @@ step_databases() {
     case $MONGO_MODE in
     external) log "using MONGODB_URI from the environment: $MONGODB_URI" ;;
     docker) log "Docker works and MONGODB_URI is unset: the Rust tests start MongoDB with testcontainers" ;;
-    ferretdb) start_ferretdb ;;
+    ferretdb)
+        # FerretDB on PostgreSQL first, SQLite second: MONGODB_URI (what every test reads)
+        # ends up on SQLite, the stricter of the two (it filters only `_id` in SQL), and the
+        # MongoDB-path suites run once more on PostgreSQL (step test-pg).
+        start_ferretdb --backend postgresql
+        export MONGODB_URI_PG=$MONGODB_URI
+        start_ferretdb
+        ;;
     esac
     start_redis
 }
@@ -199,6 +214,20 @@ step_cargo_test() {
         }
         END { if (n) printf "%d passed, %d failed, %d skipped", p, f, s }' "$log_file")
     printf '%s\n' "$TESTS_LINE" >"$SAGA_LOG_DIR/cargo-test.totals"
+    return "$rc"
+}
+
+# The MongoDB path's suites (the store contract, the round-trip counts, the chain) once more,
+# on FerretDB over PostgreSQL: it pushes equality filters down to SQL where SQLite does not, so
+# the same code takes other paths in the server.
+step_cargo_test_pg() {
+    [[ -n ${MONGODB_URI_PG:-} ]] || {
+        log "no second server (MONGODB_URI given, or Docker): nothing to do"
+        return 0
+    }
+    local log_file=$SAGA_LOG_DIR/cargo-test-pg.log rc=0
+    MONGODB_URI=$MONGODB_URI_PG cargo test -p testkit --test it --no-fail-fast -- \
+        "${PG_SUITES[@]}" 2>&1 | tee "$log_file" || rc=$?
     return "$rc"
 }
 
@@ -306,6 +335,7 @@ hard databases "start MongoDB-wire server and Redis" step_databases
 hard build "cargo build --bins" cargo build --workspace --bins
 soft test "cargo test" step_cargo_test "$@"
 read_totals
+soft test-pg "MongoDB-path suites on FerretDB/PostgreSQL" step_cargo_test_pg
 soft http "httpyac and schemathesis against a live stack" step_http_tests
 read_totals
 soft compose "docker-compose config" step_compose
