@@ -25,11 +25,14 @@
 //!
 //! What this binary can't share is CPU: the tests that measure rates and latencies, or load the
 //! machine for minutes (`load`, `simulate`, `crash`), are in the `heavy` binary.
+//!
+//! `handlers` drives the routers in-process (no socket); the rest talk HTTP to real services.
 
 mod bad_input;
 mod chain;
 mod chaos;
 mod database_down;
+mod handlers;
 mod parse_props;
 mod processes;
 mod saga;
