@@ -3,13 +3,17 @@
 //! Tests read as the scenario they check: `let s = TestStack::mongo(&[("JUMPS","2")]).await?;`
 //! starts order → payment → shipment for real (the same code `saga up` runs) on free loopback
 //! ports against a fresh database, and `s.post(Svc::Order, "/create", &seed())` talks HTTP to it.
+//! Where a socket adds nothing, [`TestRouter`] answers the same requests from one service's
+//! router in-process.
 
 pub mod ferretdb;
 pub mod mongo;
 pub mod process;
 pub mod redis;
+pub mod router;
 
 pub use mongo::{mongo, unique_db_name, MongoServer};
+pub use router::TestRouter;
 
 use mongodb::bson::doc;
 use saga::up::{Stack, UpArgs};
@@ -58,6 +62,17 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// An answer whose body `text` is parsed as JSON when it is JSON (`Value::Null` otherwise).
+    pub fn new(status: u16, headers: reqwest::header::HeaderMap, text: String) -> Self {
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -326,13 +341,7 @@ pub async fn reply(res: reqwest::Response) -> Reply {
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let text = res.text().await.unwrap_or_default();
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        text,
-        json,
-    }
+    Reply::new(status, headers, text)
 }
 
 /// Skips the rest of a test when there is no MongoDB (never in CI, where `mongo()` panics).

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shared::breaker::redis::{key_ttl, trial_lease, ManualClock, PROBE_EVERY, REDIS_TIMEOUT};
@@ -18,10 +18,9 @@ use shared::breaker::{
 };
 use testkit::redis::{closed_port, redis_url, RedisProxy};
 use tokio::sync::Notify;
-use tracing::field::{Field, Visit};
 use tracing::Level;
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
+
+use crate::capture::{self, events};
 
 /// Skips the rest of a test when there is no Redis (never in CI, where `redis_url()` panics).
 macro_rules! redis_or_skip {
@@ -167,76 +166,6 @@ async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
 
 // ---- the log ------------------------------------------------------------------------------
 
-#[derive(Clone, Debug)]
-struct Seen {
-    level: Level,
-    event: String,
-    breaker: String,
-}
-
-static EVENTS: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
-
-/// Records every tracing event that has an `event` field.
-struct Capture;
-
-#[derive(Default)]
-struct Fields {
-    event: Option<String>,
-    breaker: String,
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.record_debug(field, &format_args!("{value}"));
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        match field.name() {
-            "event" => self.event = Some(format!("{value:?}")),
-            "breaker" => self.breaker = format!("{value:?}"),
-            _ => {}
-        }
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        if let Some(name) = fields.event {
-            EVENTS
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(Seen {
-                    level: *event.metadata().level(),
-                    event: name,
-                    breaker: fields.breaker,
-                });
-        }
-    }
-}
-
-/// Installs the capturing subscriber for the whole test binary (tests tell their events apart
-/// by breaker name).
-fn capture() {
-    static INSTALLED: OnceLock<()> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Capture))
-            .expect("no other global subscriber in this test binary");
-    });
-}
-
-/// The events logged by breaker `name`, in order.
-fn events(name: &str) -> Vec<Seen> {
-    EVENTS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .filter(|s| s.breaker == name)
-        .cloned()
-        .collect()
-}
-
 fn count(name: &str, event: &str) -> usize {
     events(name).iter().filter(|s| s.event == event).count()
 }
@@ -246,7 +175,7 @@ fn count(name: &str, event: &str) -> usize {
 #[tokio::test]
 async fn failures_through_one_replica_open_the_other() {
     let url = redis_or_skip!();
-    capture();
+    capture::install();
     let (a, b, _clock, name) = two_replicas("opens-other", &url);
     let hop = Hop::default();
 
@@ -326,7 +255,7 @@ async fn an_ordinary_call_landing_after_the_breaker_opened_is_not_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_one_caller_of_all_replicas_gets_the_trial_and_its_success_closes_both() {
     let url = redis_or_skip!();
-    capture();
+    capture::install();
     let (a, b, clock, name) = two_replicas("one-trial", &url);
     let hop = Hop::default();
     open_through(&a, &hop).await;
@@ -378,7 +307,7 @@ async fn only_one_caller_of_all_replicas_gets_the_trial_and_its_success_closes_b
 #[tokio::test]
 async fn a_failed_trial_reopens_for_every_replica_and_restarts_the_reset() {
     let url = redis_or_skip!();
-    capture();
+    capture::install();
     let (a, b, clock, name) = two_replicas("trial-fails", &url);
     let hop = Hop::default();
     open_through(&a, &hop).await;
@@ -467,7 +396,7 @@ async fn a_trial_that_outlived_its_lease_has_no_say() {
 #[tokio::test]
 async fn a_timed_out_call_counts_as_a_shared_failure() {
     let url = redis_or_skip!();
-    capture();
+    capture::install();
     let (a, b, _clock, name) = two_replicas("timeout", &url);
     let outcome: Outcome = a
         .call(Some(Duration::from_millis(20)), std::future::pending)
@@ -556,7 +485,7 @@ async fn every_key_carries_a_time_to_live() {
 #[tokio::test]
 async fn unreachable_redis_degrades_to_the_local_breaker_and_says_so_once() {
     let _url = redis_or_skip!();
-    capture();
+    capture::install();
     let name = unique_name("unreachable");
     let url = format!("redis://127.0.0.1:{}/", closed_port());
     let clock = Arc::new(ManualClock::starting_now());
@@ -598,7 +527,7 @@ async fn unreachable_redis_degrades_to_the_local_breaker_and_says_so_once() {
 #[tokio::test]
 async fn a_hanging_redis_costs_one_bounded_wait_then_nothing() {
     let url = redis_or_skip!();
-    capture();
+    capture::install();
     let proxy = RedisProxy::start(&url).await.expect("proxy starts");
     let name = unique_name("hanging");
     let clock = Arc::new(ManualClock::starting_now());
@@ -632,7 +561,7 @@ async fn a_hanging_redis_costs_one_bounded_wait_then_nothing() {
 #[tokio::test]
 async fn when_redis_answers_again_the_breaker_is_shared_again() {
     let url = redis_or_skip!();
-    capture();
+    capture::install();
     let proxy = RedisProxy::start(&url).await.expect("proxy starts");
     let name = unique_name("back");
     let clock = Arc::new(ManualClock::starting_now());

@@ -16,6 +16,7 @@ fn plan(rate: f64, secs: u64) -> Plan {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_stack_keeps_up_with_a_constant_arrival_rate() {
+    let _turn = crate::alone().await;
     let s = TestStack::embedded(&[], &[]).await;
     let url = format!("{}/create", s.url(Svc::Order));
     let report = drive(&reqwest::Client::new(), &url, SEED, plan(25.0, 2), None).await;
@@ -34,6 +35,7 @@ async fn a_healthy_stack_keeps_up_with_a_constant_arrival_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_shipment_is_counted_as_degraded_with_its_fallback_reasons() {
+    let _turn = crate::alone().await;
     let s = TestStack::embedded(
         &[("ERR_RATE", "1"), ("BREAKER_MIN_CALLS", "3")],
         &["shipment"],

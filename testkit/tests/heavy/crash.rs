@@ -144,6 +144,7 @@ async fn client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkills_and_a_database_restart_lose_nothing_and_duplicate_nothing() {
+    let _turn = crate::beside_others().await;
     let Some(mut db) = FerretDb::start().await else {
         return;
     };
@@ -335,6 +336,7 @@ async fn sigkills_and_a_database_restart_lose_nothing_and_duplicate_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_pauses_everything_and_it_all_resumes_without_a_restart() {
+    let _turn = crate::beside_others().await;
     let Some(mut db) = FerretDb::start().await else {
         return;
     };

@@ -1,65 +1,19 @@
 //! A live breaker cycle — open → reject → halfOpen → close — seen from outside: the answers
-//! order gives, `GET /breaker`, and the structured log events. Its own test binary, so the
-//! event log it captures holds only this scenario's breaker.
+//! order gives, `GET /breaker`, and the structured log events. The only stack in the `logs`
+//! binary, so the `payment->shipment` events it captures are this scenario's.
 
-use std::sync::Mutex;
+use crate::capture;
 use std::time::Duration;
 use testkit::{mongo_stack_or_skip, seed, Svc};
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
+use tracing::Level;
 
-static EVENTS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-
-/// Records the `breaker` and `event` fields of every tracing event that has both.
-struct Capture;
-
-#[derive(Default)]
-struct Fields {
-    breaker: Option<String>,
-    event: Option<String>,
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "breaker" => self.breaker = Some(value.to_string()),
-            "event" => self.event = Some(value.to_string()),
-            _ => {}
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let v = format!("{value:?}").trim_matches('"').to_string();
-        match field.name() {
-            "breaker" => self.breaker = Some(v),
-            "event" => self.event = Some(v),
-            _ => {}
-        }
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        let mut f = Fields::default();
-        event.record(&mut f);
-        if let (Some(b), Some(e)) = (f.breaker, f.event) {
-            if let Ok(mut v) = EVENTS.lock() {
-                v.push((b, e));
-            }
-        }
-    }
-}
-
+/// The events of `breaker` at `debug` and above (the verbosity this test reads), in order.
 fn events_of(breaker: &str) -> Vec<String> {
-    EVENTS
-        .lock()
-        .map(|v| {
-            v.iter()
-                .filter(|(b, _)| b == breaker)
-                .map(|(_, e)| e.clone())
-                .collect()
-        })
-        .unwrap_or_default()
+    capture::events(breaker)
+        .into_iter()
+        .filter(|s| s.level <= Level::DEBUG)
+        .map(|s| s.event)
+        .collect()
 }
 
 /// `needles` appear in `hay` in this order (not necessarily next to each other).
@@ -70,10 +24,7 @@ fn in_order(hay: &[String], needles: &[&str]) -> bool {
 
 #[tokio::test]
 async fn breaker_opens_under_injected_errors_and_closes_after_reset_once_healthy() {
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG)
-        .with(Capture);
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber here");
+    capture::install();
 
     let mut s = mongo_stack_or_skip!(
         &[

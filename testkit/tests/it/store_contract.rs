@@ -67,7 +67,7 @@ macro_rules! contract_suite {
                     eprintln!("skipped: no MongoDB");
                     return;
                 };
-                crate::behaviour::$name(Arc::clone(&harness.store)).await;
+                crate::store_contract::behaviour::$name(Arc::clone(&harness.store)).await;
                 harness.teardown().await;
             }
         )+

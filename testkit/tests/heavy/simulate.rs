@@ -19,6 +19,7 @@ fn run_by_label<'a>(runs: &'a [Summary], label: &str) -> &'a Summary {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_a_hang_breakers_keep_p99_far_below_timeouts_alone_without_losing_availability() {
+    let _turn = crate::alone().await;
     let out = tempfile::tempdir().expect("a temp dir for the charts");
     let args = SimulateArgs::try_parse_from([
         "outage",
