@@ -229,9 +229,16 @@ mod mongo {
                 .find(|index| is_ascending_on(&index.keys, fields))
                 .cloned()
         };
-        let key = on(&["key"]).unwrap_or_else(|| panic!("no index on key in {indexes:?}"));
-        let unique = key.options.as_ref().and_then(|o| o.unique);
-        assert_eq!(unique, Some(true), "the key index is not unique: {key:?}");
+        // The key is the document's `_id` (unique by itself); the saga id has its own unique
+        // index, for `GET /<collection>/{id}`.
+        let saga_id =
+            on(&["saga_id"]).unwrap_or_else(|| panic!("no index on saga_id in {indexes:?}"));
+        let unique = saga_id.options.as_ref().and_then(|o| o.unique);
+        assert_eq!(
+            unique,
+            Some(true),
+            "the saga_id index is not unique: {saga_id:?}"
+        );
         assert!(
             on(&["status", "updated_at"]).is_some(),
             "no index on {{status, updated_at}} in {indexes:?}"
@@ -249,12 +256,12 @@ mod mongo {
         let Cleanup::Mongo { db, .. } = &harness.cleanup else {
             unreachable!("the mongo harness cleans up a database");
         };
-        // Bypass the store: write straight through the driver.
+        // Bypass the store: write straight through the driver. The key is the `_id`.
         let raw = db.collection::<Document>("records");
-        raw.insert_one(doc! { "_id": "a", "key": "same" })
+        raw.insert_one(doc! { "_id": "same", "saga_id": "a" })
             .await
             .expect("first insert");
-        let second = raw.insert_one(doc! { "_id": "b", "key": "same" }).await;
+        let second = raw.insert_one(doc! { "_id": "same", "saga_id": "b" }).await;
         let code = match second.as_ref().map_err(|e| e.kind.as_ref()) {
             Err(mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w))) => {
                 Some(w.code)
@@ -279,10 +286,10 @@ mod mongo {
         };
         let raw = db
             .collection::<Document>("records")
-            .find_one(doc! { "_id": rec.saga_id.to_string() })
+            .find_one(doc! { "_id": &rec.key })
             .await
             .expect("find")
-            .expect("the record is stored under its saga id");
+            .expect("the record is stored under its key");
         let at = |path: &[&str]| {
             let mut value = Bson::Document(raw.clone());
             for step in path {
@@ -376,8 +383,10 @@ mod mongo {
         let db = client.database(&db_name);
         let indexes = list_indexes(&db).await;
         assert!(
-            indexes.iter().any(|i| is_ascending_on(&i.keys, &["key"])
-                && i.options.as_ref().and_then(|o| o.unique) == Some(true)),
+            indexes
+                .iter()
+                .any(|i| is_ascending_on(&i.keys, &["saga_id"])
+                    && i.options.as_ref().and_then(|o| o.unique) == Some(true)),
             "the unique index was created on the late first contact: {indexes:?}"
         );
         drop_db(db).await;
