@@ -15,7 +15,6 @@ pub mod router;
 pub use mongo::{mongo, unique_db_name, MongoServer};
 pub use router::TestRouter;
 
-use mongodb::bson::doc;
 use saga::up::{Stack, UpArgs};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr};
@@ -250,19 +249,21 @@ impl TestStack {
         reply(res).await
     }
 
-    /// How many records a service stored, read straight from its database.
+    /// How many records a service stored, read from its database by a store of our own (not
+    /// the service's: nothing it remembers counts).
     pub async fn count(&self, svc: Svc) -> u64 {
         match &self.backing {
             Backing::Mongo { server, db } => {
-                let client = mongodb::Client::with_uri_str(server.uri())
-                    .await
-                    .expect("a client for the test database");
-                client
-                    .database(db)
-                    .collection::<mongodb::bson::Document>(svc.collection())
-                    .count_documents(doc! {})
-                    .await
-                    .expect("count_documents on the test database")
+                use shared::store::Store;
+                let store = shared::store::MongoStore::connect(
+                    server.uri(),
+                    db,
+                    svc.collection(),
+                    std::time::Duration::from_secs(10),
+                )
+                .await
+                .expect("a store on the test database");
+                store.count().await.expect("count on the test database")
             }
             Backing::Unreachable => 0,
             Backing::Embedded(_) => {

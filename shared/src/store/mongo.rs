@@ -1,13 +1,23 @@
 //! [`MongoStore`]: a service's records in one MongoDB collection (also runs on FerretDB).
 //!
-//! Shaped by five constraints:
+//! Shaped by six constraints:
 //!
 //! - **Few round trips.** Each command to the database costs milliseconds (3-7 ms to FerretDB),
 //!   so a request's path sends as few as possible: a hop writes its record once when it accepts
-//!   the request and once when it knows the outcome, nothing else. The idempotency key *is* the
-//!   document's `_id`, so "is this key taken" needs no side collection and no secondary index;
-//!   concurrent requests' writes travel together in one command ([`batch`]); and the
-//!   re-driver's poll reads its schedule from memory ([`due`]), so a quiet service sends nothing.
+//!   the request and once when it knows the outcome, reads nothing, and concurrent requests'
+//!   writes travel together in one command ([`batch`]). The re-driver's poll reads its schedule
+//!   from memory ([`due`]), so a quiet service sends nothing.
+//! - **Every write is an insert.** A record's versions are documents: the version it was
+//!   inserted at has the idempotency key as its `_id`, each later version `v` is a document of
+//!   its own with `_id: "<key> <v>"` (keys are visible ASCII: no space). Writing version `v + 1`
+//!   is inserting that `_id`, so a compare-and-swap is the database's own unique `_id` check —
+//!   atomic on every server, where FerretDB v1's `update` reads and then writes (no atomic
+//!   compare-and-swap), scans the collection for any filter but a lone `_id` on SQLite, and
+//!   scans it for every filter on PostgreSQL (its `_id` index serves `=`, its filters use `@>`).
+//!   Inserts are the one write FerretDB does without a scan, in one SQL transaction per command.
+//!   The record is its newest version; the older ones stay, an audit trail of every state it
+//!   was in. Reading a record by key reads its first version and then each next `_id` until
+//!   one is missing (lone-`_id` reads, which every server answers from its index).
 //! - **Start without the database.** [`MongoStore::connect`] only parses the URI and builds a
 //!   [`Client`], which connects lazily; the service starts and reports not-ready instead of
 //!   crash-looping. Server-selection and connect timeouts come from the caller's `op_timeout`, so
@@ -15,9 +25,8 @@
 //!   every operation is also bounded by a backstop timer in case a server accepts the connection
 //!   and then never answers. The indexes are created on the first operation that reaches the
 //!   server (and again on the next one if that failed), before anything is written.
-//! - **Only single-document atomicity.** FerretDB v1 has no transactions, so "insert or return what
-//!   is there" is an upsert on `_id` (the database enforces the key's uniqueness, not this code),
-//!   and an update is a compare-and-swap on `{_id, version}`.
+//! - **Only single-document atomicity.** FerretDB v1 has no transactions; nothing here needs
+//!   them: every write is one insert of one document, guarded by `_id`.
 //! - **Durable when acknowledged.** Writes ask for `w: "majority", j: true` and reads for read
 //!   concern `majority`: an answered request's record is on disk (journal) and on a majority of a
 //!   replica set, and no read returns what a failover could roll back. On a standalone `mongod`
@@ -34,7 +43,7 @@ use crate::saga::{SagaId, SagaRecord, Status};
 use batch::Writer;
 use chrono::{DateTime, Utc};
 use document::{from_document, to_document};
-use due::Schedule;
+use due::{Known, Schedule};
 use futures::future::BoxFuture;
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Document};
@@ -67,10 +76,9 @@ const TRANSIENT_CODES: [i32; 13] = [
     13436, // NotPrimaryOrSecondary
 ];
 
-/// Name of the unique index on `saga_id` (`GET /<collection>/{id}` reads by it).
-pub const SAGA_ID_INDEX: &str = "saga_id_unique";
-/// Name of the index on `{status: 1, updated_at: 1}` (`saga verify`, listing by status).
-pub const STATUS_INDEX: &str = "status_updated_at";
+/// Name of the index on `saga_id` (`GET /<collection>/{id}` reads by it; every version of a
+/// record carries its saga id, so it is not unique).
+pub const SAGA_ID_INDEX: &str = "saga_id";
 /// The index the re-driver's sweep reads by: records with work left, earliest due first.
 pub const DUE_INDEX: &str = "due_at";
 
@@ -82,6 +90,7 @@ pub struct MongoStore {
     records: Collection<Document>,
     writes: Writer,
     schedule: Arc<Schedule>,
+    known: Arc<Known>,
     indexes: Arc<OnceCell<()>>,
     op_timeout: Duration,
 }
@@ -140,6 +149,7 @@ impl MongoStore {
             db,
             records,
             schedule: Arc::new(Schedule::default()),
+            known: Arc::new(Known::default()),
             indexes: Arc::new(OnceCell::new()),
             op_timeout,
         }
@@ -182,8 +192,7 @@ impl MongoStore {
                         .build()
                 };
                 let wanted = [
-                    index(doc! { "saga_id": 1 }, SAGA_ID_INDEX, true),
-                    index(doc! { "status": 1, "updated_at": 1 }, STATUS_INDEX, false),
+                    index(doc! { "saga_id": 1 }, SAGA_ID_INDEX, false),
                     index(doc! { "due_at": 1 }, DUE_INDEX, false),
                 ];
                 // Create only what is missing: FerretDB v1 drops the connection (a server-side
@@ -237,73 +246,148 @@ impl MongoStore {
             .await
     }
 
-    /// Remembers what `rec`, just written, leaves for the re-driver.
+    /// Remembers what `rec`, just written or read, leaves for the re-driver, and (while it is
+    /// not terminal) that its version is stored.
     fn note(&self, rec: &SagaRecord) {
+        self.note_version(rec, rec.version);
+    }
+
+    /// [`Self::note`] for `rec` stored as version `v`.
+    fn note_version(&self, rec: &SagaRecord, v: u64) {
         let at = rec.due_at.filter(|_| !rec.status.is_terminal());
         self.schedule.set(&rec.key, at);
+        self.known
+            .set(&rec.key, (!rec.status.is_terminal()).then_some(v));
     }
 
     async fn insert_record(&self, rec: &SagaRecord) -> Result<Inserted, StoreError> {
+        check_key(&rec.key)?;
         self.ready().await?;
-        match self
-            .writes
-            .insert(rec.key.clone(), to_document(rec)?)
-            .await?
-        {
+        let doc = first_version(rec)?;
+        match self.writes.insert(rec.key.clone(), doc).await? {
             batch::Inserted::New => {
                 self.note(rec);
                 Ok(Inserted::New)
             }
-            batch::Inserted::Existing(doc) => {
-                let existing = from_document(doc)?;
-                self.note(&existing);
-                Ok(Inserted::Existing(existing))
-            }
+            batch::Inserted::Taken => match self.latest(&rec.key).await? {
+                Some(existing) => {
+                    self.note(&existing);
+                    Ok(Inserted::Existing(existing))
+                }
+                None => Err(StoreError::Backend(Box::new(Missing(rec.key.clone())))),
+            },
         }
     }
 
+    /// Writes `rec` as version `expected + 1`: an insert of that version's `_id`, which only
+    /// one writer can make.
     async fn replace_record(&self, rec: &SagaRecord, expected: u64) -> Result<bool, StoreError> {
+        check_key(&rec.key)?;
         self.ready().await?;
         let next = expected
             .checked_add(1)
             .ok_or(StoreError::Backend(Box::new(VersionOverflow)))?;
         let mut doc = to_document(rec)?;
         doc.insert("version", to_i64(next)?);
-        let replaced = self.writes.replace(&rec.key, expected, doc).await?;
-        if replaced {
-            self.note(rec);
+        // Version `expected` must exist for `expected + 1` to follow it. This process knows
+        // the versions it wrote or read itself (a request's own record, on the happy path);
+        // anything else is checked by reading it.
+        if !self.known.is(&rec.key, expected) && !self.has_version(&rec.key, expected).await? {
+            return Ok(false);
         }
-        Ok(replaced)
+        let id = version_id(&rec.key, next);
+        match self.writes.insert(id, doc).await? {
+            batch::Inserted::New => {
+                self.note_version(rec, next);
+                Ok(true)
+            }
+            batch::Inserted::Taken => Ok(false),
+        }
+    }
+
+    /// Whether version `v` of the record under `key` is stored.
+    async fn has_version(&self, key: &str, v: u64) -> Result<bool, StoreError> {
+        if self
+            .find_one(doc! { "_id": version_id(key, v) })
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        let first = self.find_one(doc! { "_id": key }).await?;
+        Ok(first.is_some_and(|rec| rec.version == v))
+    }
+
+    /// The newest version of the record under `key`: its first version, then each next `_id`
+    /// until one is missing.
+    async fn latest(&self, key: &str) -> Result<Option<SagaRecord>, StoreError> {
+        let Some(mut rec) = self.find_one(doc! { "_id": key }).await? else {
+            return Ok(None);
+        };
+        loop {
+            let next = rec.version.saturating_add(1);
+            match self.find_one(doc! { "_id": version_id(key, next) }).await? {
+                Some(newer) => rec = newer,
+                None => return Ok(Some(rec)),
+            }
+        }
     }
 
     /// The record with this saga id. A record stored without a client key has its saga id as
-    /// its key, so `_id` finds it at once; other records are found through the `saga_id` index.
+    /// its key, so `_id` finds it at once; other records are found through the `saga_id` index
+    /// (every version carries it; the newest wins).
     async fn by_saga_id(&self, id: &SagaId) -> Result<Option<SagaRecord>, StoreError> {
-        let id = id.to_string();
-        if let Some(rec) = self.find_one(doc! { "_id": &id }).await? {
-            if rec.saga_id.to_string() == id {
+        let text = id.to_string();
+        if let Some(rec) = self.latest(&text).await? {
+            if rec.saga_id == *id {
                 return Ok(Some(rec));
             }
         }
-        self.find_one(doc! { "saga_id": &id }).await
+        self.ready().await?;
+        let docs = self
+            .find_many(doc! { "saga_id": &text }, usize::MAX)
+            .await?;
+        let mut newest: Option<SagaRecord> = None;
+        for doc in docs {
+            let rec = from_document(doc)?;
+            if newest.as_ref().is_none_or(|n| rec.version > n.version) {
+                newest = Some(rec);
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Every record, newest version each, decoded from one read of the whole collection.
+    async fn all_records(&self, filter: Document) -> Result<Vec<SagaRecord>, StoreError> {
+        self.ready().await?;
+        let docs = self.find_many(filter, usize::MAX).await?;
+        let mut newest: std::collections::HashMap<String, SagaRecord> =
+            std::collections::HashMap::new();
+        for doc in docs {
+            let rec = from_document(doc)?;
+            match newest.get(&rec.key) {
+                Some(n) if n.version >= rec.version => {}
+                _ => {
+                    newest.insert(rec.key.clone(), rec);
+                }
+            }
+        }
+        Ok(newest.into_values().collect())
     }
 
     async fn list(&self, statuses: &[Status], limit: usize) -> Result<Vec<SagaRecord>, StoreError> {
-        // `limit(0)` means "no limit" to MongoDB; to callers it means none.
         if statuses.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        self.ready().await?;
-        let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-        let find = self
-            .records
-            .find(doc! { "status": { "$in": names } })
-            .sort(doc! { "updated_at": 1, "_id": 1 })
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let documents: Vec<Document> = self
-            .bounded("find", async { find.await?.try_collect().await })
-            .await?;
-        documents.into_iter().map(from_document).collect()
+        let mut recs: Vec<SagaRecord> = self
+            .all_records(doc! {})
+            .await?
+            .into_iter()
+            .filter(|r| statuses.contains(&r.status))
+            .collect();
+        recs.sort_by(|a, b| (a.updated_at, &a.key).cmp(&(b.updated_at, &b.key)));
+        recs.truncate(limit);
+        Ok(recs)
     }
 
     /// What the re-driver should take up: the keys the schedule says are due, each read by
@@ -324,32 +408,20 @@ impl MongoStore {
             return Ok(Vec::new());
         }
         self.ready().await?;
-        // One `_id` read per key, side by side: FerretDB on SQLite looks up by `_id` only for a
-        // filter that is a lone `_id` string (an `$in` would read the whole collection).
         let reads = keys.iter().map(|key| async move {
-            let doc = self
-                .bounded("find", self.records.find_one(doc! { "_id": key.as_str() }))
-                .await?;
-            Ok::<_, StoreError>(doc)
-        });
-        let mut found: std::collections::HashMap<String, SagaRecord> =
-            std::collections::HashMap::new();
-        for doc in futures::future::try_join_all(reads)
-            .await?
-            .into_iter()
-            .flatten()
-        {
-            match from_document(doc) {
-                Ok(rec) => {
-                    found.insert(rec.key.clone(), rec);
-                }
+            match self.latest(key).await {
+                Ok(rec) => Ok((key.clone(), rec)),
                 // One undecodable record must not stop the re-driver for all the others.
-                Err(e) => tracing::error!(error = %e, "a due record can't be read; skipped"),
+                Err(StoreError::Corrupt(e)) => {
+                    tracing::error!(error = %e, "a due record can't be read; skipped");
+                    Ok((key.clone(), None))
+                }
+                Err(e) => Err(e),
             }
-        }
+        });
         let mut due = Vec::with_capacity(keys.len());
-        for key in keys {
-            match found.remove(&key) {
+        for (key, rec) in futures::future::try_join_all(reads).await? {
+            match rec {
                 Some(rec)
                     if rec.due_at.is_some_and(|at| at <= now) && !rec.status.is_terminal() =>
                 {
@@ -363,7 +435,8 @@ impl MongoStore {
         Ok(due)
     }
 
-    /// Reads every record with a `due_at` into the schedule.
+    /// Reads every record version with a `due_at` into the schedule (an older version's
+    /// `due_at` is corrected by the next poll, which reads the newest).
     async fn sweep(&self) -> Result<(), StoreError> {
         self.ready().await?;
         let epoch = bson::DateTime::from_millis(0);
@@ -383,7 +456,7 @@ impl MongoStore {
 
     async fn count_records(&self) -> Result<u64, StoreError> {
         self.ready().await?;
-        self.bounded("count", self.records.count_documents(doc! {}))
+        self.bounded("count", self.records.count_documents(doc! { FIRST: true }))
             .await
     }
 
@@ -416,7 +489,7 @@ impl Store for MongoStore {
         &'a self,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
-        Box::pin(self.find_one(doc! { "_id": key }))
+        Box::pin(self.latest(key))
     }
 
     fn replace<'a>(
@@ -447,6 +520,40 @@ impl Store for MongoStore {
         Box::pin(self.count_records())
     }
 }
+
+/// The field that marks a record's first version (one per record: what `count` counts).
+const FIRST: &str = "first";
+
+/// The `_id` of a record's version `v` after its first.
+fn version_id(key: &str, v: u64) -> String {
+    format!("{key} {v}")
+}
+
+/// `rec` as its first version's document.
+fn first_version(rec: &SagaRecord) -> Result<Document, StoreError> {
+    let mut doc = to_document(rec)?;
+    doc.insert(FIRST, true);
+    Ok(doc)
+}
+
+/// Keys are the `_id` of a record's first version and the prefix of the later ones', which a
+/// space separates: a key must not hold one (keys from HTTP are visible ASCII).
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.contains(' ') {
+        return Err(StoreError::Backend(Box::new(BadKey(key.to_owned()))));
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a key must not contain a space (MongoStore names record versions \"<key> <version>\"): {0:?}"
+)]
+struct BadKey(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("the key {0:?} was reported taken, but no record is stored under it")]
+struct Missing(String);
 
 /// `w: majority, j: true`: acknowledged means on disk on a majority.
 fn durable() -> WriteConcern {

@@ -213,14 +213,25 @@ async fn saga_verify_passes_on_completed_chains_and_flags_a_lost_order() {
         .await
         .expect("verify reads the collections"));
 
-    // Lose one order behind the services' back: its payment is now an orphan.
+    // Lose one order behind the services' back (every stored version of it): its payment is
+    // now an orphan.
     let client = mongodb::Client::with_uri_str(server.uri())
         .await
         .expect("client");
-    client
+    let orders = client
         .database(db)
-        .collection::<mongodb::bson::Document>("orders")
-        .delete_one(mongodb::bson::doc! {})
+        .collection::<mongodb::bson::Document>("orders");
+    let one = orders
+        .find_one(mongodb::bson::doc! {})
+        .await
+        .expect("find an order")
+        .expect("an order is stored");
+    let key = one
+        .get_str("key")
+        .expect("a stored order has its key")
+        .to_owned();
+    orders
+        .delete_many(mongodb::bson::doc! { "key": key })
         .await
         .expect("delete one order");
     assert!(!saga::verify::run(args)

@@ -1,20 +1,15 @@
 //! Group inserts: the MongoDB analogue of the embedded store's group commit.
 //!
-//! A hop writes twice: its record when it accepts the request (an insert) and the record's
-//! final state (a compare-and-swap). The inserts of concurrent requests wait in one queue per
-//! store; a flush takes everything waiting (up to [`MAX_BATCH`]) and sends it as **one**
-//! unordered `insert` command, which FerretDB writes as one SQL transaction: sixteen concurrent
-//! requests cost one round trip and one commit instead of sixteen. At most [`MAX_FLUSHES`]
-//! flushes run at once per store; a lone writer finds none running and its insert goes out at
-//! once, so light load pays nothing for the grouping. No writer is answered before the command
-//! holding its insert is acknowledged. A key already taken comes back as a duplicate-key write
-//! error at its index (the others still land), and the stored document is read back for the
-//! caller to replay.
-//!
-//! Compare-and-swaps are *not* grouped: FerretDB v1 runs the statements of one `update` one
-//! after the other, each in its own transaction (measured on PostgreSQL: 16 statements in one
-//! command 43-60 ms, the same 16 as concurrent commands 13 ms), so each goes out as its own
-//! `update` at once, and concurrent ones run side by side in the database.
+//! Every write the store makes is an insert (a record's first version, or its next one; see the
+//! store's module docs). The inserts of concurrent requests wait in one queue per store; a
+//! flush takes everything waiting (up to [`MAX_BATCH`]) and sends it as **one** unordered
+//! `insert` command, which FerretDB writes as one SQL transaction: sixteen concurrent requests
+//! cost one round trip and one commit instead of sixteen. At most [`MAX_FLUSHES`] flushes run at
+//! once per store; a lone writer finds none running and its insert goes out at once, so light
+//! load pays nothing for the grouping. No writer is answered before the command holding its
+//! insert is acknowledged. An `_id` already taken comes back as a duplicate-key write error at
+//! its index (the others still land), and — when the caller wants it — the stored document is
+//! read back.
 //!
 //! Flushes run in their own tasks, so a request that is dropped mid-write (its client went away)
 //! can't cancel a command that other requests' inserts ride in. The queue is bounded, by length
@@ -23,7 +18,7 @@
 //! would outlive its caller's patience, which keeps a database that can't keep up from turning
 //! every request into a client timeout.
 
-use super::{bounded_raw, classify, to_i64};
+use super::{bounded_raw, classify};
 use crate::store::StoreError;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::{Collection, Database};
@@ -52,13 +47,12 @@ const DUPLICATE_KEY: i64 = 11000;
 pub enum Inserted {
     /// A new document.
     New,
-    /// The key was taken: the stored document, unchanged.
-    Existing(Document),
+    /// The `_id` was taken; nothing was written.
+    Taken,
 }
 
 struct Job {
     queued_at: Instant,
-    key: String,
     doc: Document,
     done: oneshot::Sender<Result<Inserted, StoreError>>,
 }
@@ -96,14 +90,13 @@ impl Writer {
         }
     }
 
-    /// Stores `doc` under `_id: key` unless that key is taken; waits for the command that
+    /// Stores `doc` under `_id: id` unless that `_id` is taken; waits for the command that
     /// carries it to be acknowledged.
-    pub async fn insert(&self, key: String, mut doc: Document) -> Result<Inserted, StoreError> {
-        doc.insert("_id", &key);
+    pub async fn insert(&self, id: String, mut doc: Document) -> Result<Inserted, StoreError> {
+        doc.insert("_id", id);
         let (done, answer) = oneshot::channel();
         let job = Job {
             queued_at: Instant::now(),
-            key,
             doc,
             done,
         };
@@ -136,34 +129,6 @@ impl Writer {
                 "the insert's outcome was lost: its flush stopped (shutting down?)".into(),
             )))
         })?
-    }
-
-    /// Replaces the document `_id: key` with `doc` if its stored `version` is still
-    /// `expected`: `true` when it did, `false` when the version had moved on.
-    pub async fn replace(
-        &self,
-        key: &str,
-        expected: u64,
-        mut doc: Document,
-    ) -> Result<bool, StoreError> {
-        doc.remove("_id");
-        let command = doc! {
-            "update": self.inner.records.name(),
-            "updates": [{ "q": { "_id": key, "version": to_i64(expected)? }, "u": doc }],
-            "writeConcern": { "w": "majority", "j": true },
-        };
-        let reply = self
-            .inner
-            .run("update", command)
-            .await
-            .map_err(|f| f.error())?;
-        if let Some((code, text)) = write_errors(&reply).into_values().next() {
-            return Err(write_failed(format!("write error {code}: {text}")));
-        }
-        if let Some(e) = write_concern_error(&reply) {
-            return Err(write_failed(e));
-        }
-        Ok(reply_count(&reply, "n") == 1)
     }
 }
 
@@ -205,28 +170,10 @@ impl Inner {
             return fail_all(jobs, || write_failed(e.clone()));
         }
         let errors = write_errors(&reply);
-        let taken: Vec<&str> = jobs
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| {
-                errors
-                    .get(i)
-                    .is_some_and(|(code, _)| *code == DUPLICATE_KEY)
-            })
-            .map(|(_, j)| j.key.as_str())
-            .collect();
-        let stored = if taken.is_empty() {
-            Ok(HashMap::new())
-        } else {
-            self.read_back(&taken).await
-        };
         for (i, job) in jobs.into_iter().enumerate() {
             let result = match errors.get(&i) {
                 None => Ok(Inserted::New),
-                Some((DUPLICATE_KEY, _)) => match &stored {
-                    Ok(stored) => existing_or_missing(stored, &job.key),
-                    Err(e) => Err(StoreError::Unavailable(Box::new(Message(e.to_string())))),
-                },
+                Some((DUPLICATE_KEY, _)) => Ok(Inserted::Taken),
                 Some((code, text)) => Err(write_failed(format!("write error {code}: {text}"))),
             };
             let _ = job.done.send(result);
@@ -240,36 +187,6 @@ impl Inner {
             Ok(Err(e)) => Err(Failed::Driver(e)),
             Err(e) => Err(Failed::Store(e.to_string())),
         }
-    }
-
-    /// The stored documents under `keys`, by key: one `_id` read each, side by side (FerretDB
-    /// on SQLite looks up by `_id` only for a filter that is a lone `_id` string; `$in` would
-    /// read the whole collection).
-    async fn read_back(&self, keys: &[&str]) -> Result<HashMap<String, Document>, StoreError> {
-        let reads = keys.iter().map(|key| async move {
-            let found = bounded_raw(
-                self.op_timeout,
-                "find",
-                self.records.find_one(doc! { "_id": *key }),
-            )
-            .await?
-            .map_err(classify)?;
-            Ok::<_, StoreError>(found.map(|d| ((*key).to_owned(), d)))
-        });
-        let found = futures::future::try_join_all(reads).await?;
-        Ok(found.into_iter().flatten().collect())
-    }
-}
-
-fn existing_or_missing(
-    stored: &HashMap<String, Document>,
-    key: &str,
-) -> Result<Inserted, StoreError> {
-    match stored.get(key) {
-        Some(d) => Ok(Inserted::Existing(d.clone())),
-        None => Err(StoreError::Backend(Box::new(Message(format!(
-            "the key {key:?} was reported taken, but no record is stored under it"
-        ))))),
     }
 }
 

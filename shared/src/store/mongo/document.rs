@@ -33,10 +33,9 @@ pub(super) fn from_document(document: Document) -> Result<SagaRecord, StoreError
 /// [`SagaRecord`] as stored in MongoDB: the same fields, with BSON dates.
 #[derive(Serialize, Deserialize)]
 struct MongoRecord {
-    /// The idempotency key is the document's `_id`: the lookup every request makes ("is this
-    /// key stored?") is the one filter every server answers from its primary index, and the
-    /// uniqueness of keys is the uniqueness of `_id`, enforced by the database.
-    #[serde(rename = "_id")]
+    /// The idempotency key. The document's `_id` is not part of the record: it is the key for
+    /// the version a record was inserted at, and `"<key> <version>"` for each later version
+    /// (see the store's module docs).
     key: String,
     saga_id: SagaId,
     fingerprint: String,

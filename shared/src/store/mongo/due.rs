@@ -7,6 +7,9 @@
 //! reads exactly those records (the database stays the truth: a record that moved on is
 //! rescheduled or dropped by what is stored, not by what was remembered).
 //!
+//! [`Known`] keeps, beside it, the newest version of each unfinished record this process has
+//! seen stored, so that a request's own compare-and-swap needs no read first.
+//!
 //! What memory can't know is work left by *another* process: records of a service that was
 //! killed before it finished them, or of another replica. Those are read from the database by a
 //! scan on `due_at` when the store first polls (so a restarted service picks up where the killed
@@ -90,6 +93,45 @@ impl Schedule {
     }
 }
 
+/// The newest version this process has seen stored, per key of a record that is not finished:
+/// what lets a request's own compare-and-swap skip the read that proves the version it read
+/// exists. Bounded: past [`Known::LIMIT`] keys it forgets them all (they are then read).
+#[derive(Default)]
+pub struct Known {
+    versions: Mutex<HashMap<String, u64>>,
+}
+
+impl Known {
+    pub const LIMIT: usize = 100_000;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes that version `v` of `key` is stored (`None`: forget the key).
+    pub fn set(&self, key: &str, v: Option<u64>) {
+        let mut versions = self.lock();
+        match v {
+            Some(v) => {
+                if versions.len() >= Self::LIMIT {
+                    versions.clear();
+                }
+                let newest = versions.entry(key.to_owned()).or_insert(v);
+                *newest = (*newest).max(v);
+            }
+            None => {
+                versions.remove(key);
+            }
+        }
+    }
+
+    /// Whether version `v` of `key` is known to be stored and the newest (a caller naming an
+    /// older one is stale, and is checked by reading).
+    pub fn is(&self, key: &str, v: u64) -> bool {
+        self.lock().get(key) == Some(&v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +153,23 @@ mod tests {
         s.set("b", None);
         assert!(s.due(at(5_000), 10).is_empty());
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn known_versions_are_the_newest_seen_and_forgotten_when_finished() {
+        let k = Known::default();
+        assert!(!k.is("a", 0));
+        k.set("a", Some(0));
+        assert!(k.is("a", 0));
+        k.set("a", Some(2));
+        assert!(k.is("a", 2) && !k.is("a", 1) && !k.is("a", 3));
+        k.set("a", Some(1));
+        assert!(
+            k.is("a", 2),
+            "an older version seen later does not move it back"
+        );
+        k.set("a", None);
+        assert!(!k.is("a", 0));
     }
 
     #[tokio::test(start_paused = true)]
