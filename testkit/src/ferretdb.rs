@@ -3,12 +3,16 @@
 //!
 //! The binary comes from `FERRETDB_BIN` (`scripts/test.sh` builds FerretDB v1 and exports it).
 //! Without it a developer's run skips these tests and says why; with `CI=true` they fail.
+//! It runs on SQLite in a temp dir, or, when `FERRETDB_POSTGRESQL_URL` names a PostgreSQL
+//! database (`scripts/start-mongo.sh --backend postgresql` prints one as `POSTGRES_URL`), on
+//! that: killing FerretDB then leaves PostgreSQL up, as a crashed FerretDB would.
 
 use crate::process::{free_port, Proc};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// FerretDB on SQLite in a temp dir, on a fixed loopback port that survives restarts.
+/// FerretDB on SQLite in a temp dir (or on `FERRETDB_POSTGRESQL_URL`), on a fixed loopback
+/// port that survives restarts.
 pub struct FerretDb {
     bin: PathBuf,
     pub port: u16,
@@ -55,9 +59,15 @@ impl FerretDb {
     pub async fn restart(&mut self) {
         self.kill();
         let d = self.dir.path().display();
+        let backend = match std::env::var("FERRETDB_POSTGRESQL_URL") {
+            Ok(url) if !url.trim().is_empty() => {
+                ["--handler=postgresql".to_string(), format!("--postgresql-url={url}")]
+            }
+            _ => ["--handler=sqlite".to_string(), format!("--sqlite-url=file:{d}/")],
+        };
         let args = [
-            "--handler=sqlite".to_string(),
-            format!("--sqlite-url=file:{d}/"),
+            backend[0].clone(),
+            backend[1].clone(),
             format!("--state-dir={d}"),
             format!("--listen-addr=127.0.0.1:{}", self.port),
             "--debug-addr=-".into(),
