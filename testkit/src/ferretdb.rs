@@ -60,10 +60,14 @@ impl FerretDb {
         self.kill();
         let d = self.dir.path().display();
         let backend = match std::env::var("FERRETDB_POSTGRESQL_URL") {
-            Ok(url) if !url.trim().is_empty() => {
-                ["--handler=postgresql".to_string(), format!("--postgresql-url={url}")]
-            }
-            _ => ["--handler=sqlite".to_string(), format!("--sqlite-url=file:{d}/")],
+            Ok(url) if !url.trim().is_empty() => [
+                "--handler=postgresql".to_string(),
+                format!("--postgresql-url={url}"),
+            ],
+            _ => [
+                "--handler=sqlite".to_string(),
+                format!("--sqlite-url=file:{d}/"),
+            ],
         };
         let args = [
             backend[0].clone(),

@@ -4,9 +4,10 @@
 //! store's module docs). The inserts of concurrent requests wait in one queue per store; a
 //! flush takes everything waiting (up to [`MAX_BATCH`]) and sends it as **one** unordered
 //! `insert` command, which FerretDB writes as one SQL transaction: sixteen concurrent requests
-//! cost one round trip and one commit instead of sixteen. At most [`MAX_FLUSHES`] flushes run at
-//! once per store; a lone writer finds none running and its insert goes out at once, so light
-//! load pays nothing for the grouping. No writer is answered before the command holding its
+//! cost one round trip and one commit instead of sixteen. At most [`MAX_FLUSHES`] flush runs at
+//! once per store (one: measured at 16 connections on FerretDB/PostgreSQL, 620 orders/s and 1.6
+//! commands per order, against 524/s and 2.5 with two); a lone writer finds none running and
+//! its insert goes out at once, so light load pays nothing for the grouping. No writer is answered before the command holding its
 //! insert is acknowledged. An `_id` already taken comes back as a duplicate-key write error at
 //! its index (the others still land), and — when the caller wants it — the stored document is
 //! read back.
@@ -31,7 +32,7 @@ use tokio::time::Instant;
 /// Most documents in one `insert` command.
 pub const MAX_BATCH: usize = 128;
 /// Most `insert` commands in flight at once per store.
-pub const MAX_FLUSHES: usize = 2;
+pub const MAX_FLUSHES: usize = 1;
 /// Most inserts waiting for a flush; past this an insert is refused (503) rather than queued.
 pub const MAX_QUEUED: usize = 1024;
 /// The longest the oldest waiting insert may have waited for a new one to join the queue:
