@@ -37,6 +37,7 @@
 mod batch;
 mod document;
 mod due;
+mod errors;
 
 use super::{Inserted, Store, StoreError};
 use crate::saga::{SagaId, SagaRecord, Status};
@@ -44,10 +45,10 @@ use batch::Writer;
 use chrono::{DateTime, Utc};
 use document::{from_document, to_document};
 use due::{Known, Schedule};
+use errors::{bounded_raw, classify, is_namespace_not_found, to_i64, VersionOverflow};
 use futures::future::BoxFuture;
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Document};
-use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 use std::future::IntoFuture;
@@ -57,24 +58,6 @@ use tokio::sync::OnceCell;
 
 pub use batch::{MAX_BATCH, MAX_FLUSHES, MAX_QUEUED};
 pub use due::SWEEP_EVERY;
-
-/// Server error codes that mean "not now" rather than "never": the node is shutting down,
-/// stepping down, unreachable from a router, or ran out of time. Retrying later can succeed.
-const TRANSIENT_CODES: [i32; 13] = [
-    6,     // HostUnreachable
-    7,     // HostNotFound
-    50,    // MaxTimeMSExpired
-    89,    // NetworkTimeout
-    91,    // ShutdownInProgress
-    189,   // PrimarySteppedDown
-    262,   // ExceededTimeLimit
-    9001,  // SocketException
-    10107, // NotWritablePrimary
-    11600, // InterruptedAtShutdown
-    11602, // InterruptedDueToReplStateChange
-    13435, // NotPrimaryNoSecondaryOk
-    13436, // NotPrimaryOrSecondary
-];
 
 /// Name of the index on `saga_id` (`GET /<collection>/{id}` reads by it; every version of a
 /// record carries its saga id, so it is not unique).
@@ -561,61 +544,4 @@ fn durable() -> WriteConcern {
         .w(Acknowledgment::Majority)
         .journal(true)
         .build()
-}
-
-/// Runs one driver call under a backstop of twice `op_timeout`, handing the driver's error back
-/// unclassified (for callers that treat some errors as an answer).
-async fn bounded_raw<T>(
-    op_timeout: Duration,
-    what: &'static str,
-    call: impl IntoFuture<Output = mongodb::error::Result<T>>,
-) -> Result<mongodb::error::Result<T>, StoreError> {
-    let backstop = op_timeout.saturating_mul(2);
-    tokio::time::timeout(backstop, call).await.map_err(|_| {
-        StoreError::Unavailable(Box::new(TimedOut {
-            what,
-            after: backstop,
-        }))
-    })
-}
-
-/// A driver call that outlived the backstop timer.
-#[derive(Debug, thiserror::Error)]
-#[error("{what} got no answer within {after:?}")]
-struct TimedOut {
-    what: &'static str,
-    after: Duration,
-}
-
-/// `version` can't be bumped past what BSON's `Int64` holds.
-#[derive(Debug, thiserror::Error)]
-#[error("record version does not fit in BSON's Int64")]
-struct VersionOverflow;
-
-pub(super) fn to_i64(version: u64) -> Result<i64, StoreError> {
-    i64::try_from(version).map_err(|_| StoreError::Backend(Box::new(VersionOverflow)))
-}
-
-/// `NamespaceNotFound` (26): listing the indexes of a collection that does not exist yet.
-fn is_namespace_not_found(e: &mongodb::error::Error) -> bool {
-    matches!(&*e.kind, ErrorKind::Command(c) if c.code == 26)
-}
-
-/// Sorts a driver error into "retry later" ([`StoreError::Unavailable`]: no server, network,
-/// timeouts, a node stepping down) and everything else ([`StoreError::Backend`]).
-pub(super) fn classify(e: mongodb::error::Error) -> StoreError {
-    let transient = match e.kind.as_ref() {
-        ErrorKind::ServerSelection { .. }
-        | ErrorKind::Io(_)
-        | ErrorKind::ConnectionPoolCleared { .. }
-        | ErrorKind::DnsResolve { .. } => true,
-        ErrorKind::Command(c) => TRANSIENT_CODES.contains(&c.code),
-        ErrorKind::Write(WriteFailure::WriteConcernError(c)) => TRANSIENT_CODES.contains(&c.code),
-        _ => e.contains_label("RetryableWriteError"),
-    };
-    if transient {
-        StoreError::Unavailable(Box::new(e))
-    } else {
-        StoreError::Backend(Box::new(e))
-    }
 }

@@ -19,7 +19,7 @@
 //! would outlive its caller's patience, which keeps a database that can't keep up from turning
 //! every request into a client timeout.
 
-use super::{bounded_raw, classify};
+use super::errors::{bounded_raw, classify};
 use crate::store::StoreError;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::{Collection, Database};
