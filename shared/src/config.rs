@@ -76,6 +76,10 @@ pub struct Config {
     /// `REQUEST_TIMEOUT_MS`: the server-side budget for one request, and the deadline a hop
     /// passes on when its caller sent none.
     pub request_timeout: Duration,
+    /// `MAX_IN_FLIGHT`: `POST /create` and `/compensate` requests handled at once; one more is
+    /// shed at once with 503 + `Retry-After` (admission control: past the machine's capacity, a
+    /// queue only adds latency until every client times out).
+    pub max_in_flight: usize,
     /// `CHAOS_ENABLED`: expose the fault-injection API.
     pub chaos_enabled: bool,
     /// `CHAOS_TOKEN`: when set, `/chaos` needs `Authorization: Bearer <token>`.
@@ -140,6 +144,7 @@ impl Config {
             retry,
             max_body_bytes: read_max_body_bytes(&mut r),
             request_timeout: r.millis("REQUEST_TIMEOUT_MS", Duration::from_secs(10), 10, DAY_MS),
+            max_in_flight: r.u32_in("MAX_IN_FLIGHT", 128, 1, 1_000_000) as usize,
             chaos_enabled: r.bool("CHAOS_ENABLED", false),
             chaos_token: r.raw("CHAOS_TOKEN"),
             log_format: LogFormat::read(&mut r),

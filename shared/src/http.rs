@@ -49,6 +49,12 @@ pub enum ApiError {
     /// transient, so 503 + `Retry-After` — a 4xx would tell a calling hop to give up for good.
     #[error("{0}")]
     Busy(String),
+    /// More requests in flight than `MAX_IN_FLIGHT`: shed at once, before anything is read or
+    /// accepted, so the ones admitted keep their latency (503 + `Retry-After`).
+    #[error(
+        "more than {limit} requests in flight (MAX_IN_FLIGHT): nothing was accepted; retry shortly"
+    )]
+    Overloaded { limit: usize },
     /// `INJECT_ERR`: the original demo's random failure, after the record was persisted.
     #[error("injected failure (INJECT_ERR=1, ERR_RATE={rate}); saga {saga_id} was persisted")]
     Injected { rate: f64, saga_id: String },
@@ -95,6 +101,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Injected { .. } => StatusCode::BAD_GATEWAY,
             Self::Chaos { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
@@ -114,6 +121,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::Busy(_) => "busy",
+            Self::Overloaded { .. } => "overloaded",
             Self::Injected { .. } => "injected",
             Self::Chaos { .. } => "chaos",
             Self::Unauthorized => "unauthorized",
@@ -158,6 +166,10 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if let Self::Injected { .. } | Self::Chaos { .. } = self {
             tracing::info!(error = %self, status = status.as_u16(), "injected failure");
+        } else if let Self::Overloaded { .. } = self {
+            // One line per shed request would be a log flood exactly when the machine has no
+            // time to spare: the count is in `http_request_duration_seconds{status="503"}`.
+            tracing::debug!(error = %self, "request shed");
         } else if status.is_server_error() {
             let cause = std::error::Error::source(&self)
                 .map(|c| c.to_string())

@@ -8,7 +8,7 @@
 //! 1. `serve.rs` bound the port and serves the router; `state.rs` built the [`AppState`] every
 //!    request shares (store, next-hop client with its breaker, fault switchboard).
 //! 2. `router.rs`: the layers (panic → JSON, time limits, header limits, request metrics) and
-//!    the route to the handler.
+//!    the route to the handler; `admission.rs` sheds what is past `MAX_IN_FLIGHT`.
 //! 3. `extract.rs` and `chaos.rs`: the handler's arguments are its checks, in order — the
 //!    deadline, the injected faults, the JSON body parsed into the [`Part`] (naming a bad field),
 //!    the idempotency key.
@@ -25,6 +25,7 @@
 //! create/compensate → router/redrive → serve); this root only names them and re-exports the public
 //! paths.
 
+mod admission;
 mod answer;
 mod chaos;
 mod compensate;

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request};
 use axum::Router;
 use serde_json::Value;
-use shared::service::{app, state_with_store, Part};
+use shared::service::{app, state_with_store, AppState, Part};
 use shared::store::{EmbeddedStore, Store};
 use shared::Config;
 use std::collections::HashMap;
@@ -23,6 +23,7 @@ use tower::ServiceExt;
 /// A service's router and its store, for one test.
 pub struct TestRouter {
     router: Router,
+    state: Arc<AppState>,
     store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
 }
@@ -43,10 +44,16 @@ impl TestRouter {
             .expect("the test's variables are a valid configuration");
         let state = state_with_store::<P>(config, store.clone()).expect("the service's state");
         Self {
-            router: app::<P>(state),
+            router: app::<P>(state.clone()),
+            state,
             store,
             _dir: dir,
         }
+    }
+
+    /// The state the router's handlers share (to hold a permit, read the config, …).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
     }
 
     /// Sends `req` through the router and reads the whole answer.

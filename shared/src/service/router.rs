@@ -2,8 +2,10 @@
 //!
 //! Reading [`app`] top to bottom gives the whole HTTP surface; reading its layers bottom to top
 //! gives what a request meets on its way in: a caught panic, the time limit on the whole request,
-//! the one on its body, the header limits, then the request metrics, and only then a handler.
+//! the one on its body, the header limits, then the request metrics, and only then a handler —
+//! for the saga's flow (`/create`, `/compensate`), after admission control.
 
+use super::admission::admit;
 use super::chaos::{chaos_delete, chaos_get, chaos_put};
 use super::compensate::compensate;
 use super::create::create;
@@ -40,8 +42,12 @@ pub fn app<P: Part>(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/breaker", get(breaker))
         .route("/openapi.json", get(openapi::<P>))
-        .route("/create", post(create::<P>))
-        .route("/compensate", post(compensate::<P>))
+        .merge(
+            Router::new()
+                .route("/create", post(create::<P>))
+                .route("/compensate", post(compensate::<P>))
+                .route_layer(middleware::from_fn_with_state(state.clone(), admit)),
+        )
         .route(&record_path, get(get_record))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)

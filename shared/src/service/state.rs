@@ -25,6 +25,8 @@ pub struct AppState {
     pub chaos: Chaos,
     /// Cancelled when the service stops: ends injected hangs and waits.
     pub shutdown: CancellationToken,
+    /// `MAX_IN_FLIGHT` permits for `POST /create` and `/compensate` (see `admission`).
+    pub admission: Arc<tokio::sync::Semaphore>,
 }
 
 /// Builds the state for `P` from `config`: opens the store, builds the breaker and hop client.
@@ -61,6 +63,7 @@ pub fn state_with_store<P: Part>(
             "CHAIN_SVC is set but this service's records have no nested part to forward"
         );
     }
+    let admission = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
     Ok(Arc::new(AppState {
         service: P::SERVICE,
         collection: P::COLLECTION,
@@ -69,6 +72,7 @@ pub fn state_with_store<P: Part>(
         hop,
         chaos: Chaos::default(),
         shutdown: CancellationToken::new(),
+        admission,
     }))
 }
 

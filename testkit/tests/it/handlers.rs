@@ -380,3 +380,27 @@ async fn compensate_without_an_idempotency_key_is_a_400_and_leaves_no_tombstone(
     assert_error(&r, 400, "missing_header", Some("Idempotency-Key"));
     assert_eq!(svc.count().await, 0);
 }
+
+#[tokio::test]
+async fn past_max_in_flight_the_flow_is_shed_with_503_and_the_ops_routes_still_answer() {
+    let svc = TestRouter::new::<Shipment>(&[("MAX_IN_FLIGHT", "1")]);
+    let body = json!({"id": "1", "directions": "home"});
+    // The one permit is taken, as by a request still in flight.
+    let held = svc
+        .state()
+        .admission
+        .clone()
+        .try_acquire_owned()
+        .expect("a free permit");
+    let shed = svc.post("/create", &body).await;
+    assert_eq!(shed.status, 503, "{}", shed.text);
+    assert_eq!(shed.json["error"], "overloaded");
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert_eq!(svc.count().await, 0, "nothing was accepted");
+    assert_eq!(svc.get("/health").await.status, 200);
+    assert_eq!(svc.get("/ready").await.status, 200);
+    drop(held);
+    let admitted = svc.post("/create", &body).await;
+    assert_eq!(admitted.status, 200, "{}", admitted.text);
+    assert_eq!(svc.count().await, 1);
+}
