@@ -4,8 +4,8 @@
 //! looks like ([`service::Part`]); every mechanism — configuration, the breaker, the next-hop
 //! client, persistence, the saga status machine, the HTTP edge, logs and metrics — lives here
 //! once, one concept per module, and a concept with parts is a folder of one file per part
-//! (`service/`, `store/`, `breaker/`). `service` sits on top, built from the others; of it they
-//! know at most the [`Part`] trait (the OpenAPI document describes one).
+//! (`service/`, `store/`, `breaker/`). `service` sits on top, built from the others, and none
+//! of them imports from it.
 
 pub mod breaker;
 pub mod chaos;
@@ -14,7 +14,6 @@ pub mod env;
 pub mod field;
 pub mod hop;
 pub mod http;
-pub mod openapi;
 pub mod retry;
 pub mod saga;
 pub mod service;

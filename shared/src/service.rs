@@ -31,6 +31,7 @@ mod chaos;
 mod compensate;
 mod create;
 mod extract;
+mod openapi;
 mod ops;
 pub(crate) mod part;
 mod record;

@@ -14,7 +14,7 @@ use axum::Json;
 use std::sync::Arc;
 
 pub(super) async fn openapi<P: Part>() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::document::<P>())
+    Json(super::openapi::document::<P>())
 }
 
 pub(super) async fn hello(State(state): State<Arc<AppState>>) -> String {

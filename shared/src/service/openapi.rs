@@ -5,7 +5,7 @@
 //! response shapes are declared here once for all three services. Tools such as schemathesis
 //! read this document to generate requests and check the answers against it.
 
-use crate::service::part::Part;
+use super::part::Part;
 use serde_json::Value;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
