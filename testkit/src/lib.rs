@@ -249,21 +249,23 @@ impl TestStack {
         reply(res).await
     }
 
-    /// How many records a service stored, read from its database by a store of our own (not
-    /// the service's: nothing it remembers counts).
+    /// How many records a service stored, read straight from its database: the documents that
+    /// are a record's first version (`MongoStore` keeps each later version as a document of its
+    /// own). Not through a `MongoStore` of our own: its first operation would create indexes
+    /// beside the service's, and FerretDB v1 drops the connection of a `createIndexes` that
+    /// races another.
     pub async fn count(&self, svc: Svc) -> u64 {
         match &self.backing {
             Backing::Mongo { server, db } => {
-                use shared::store::Store;
-                let store = shared::store::MongoStore::connect(
-                    server.uri(),
-                    db,
-                    svc.collection(),
-                    std::time::Duration::from_secs(10),
-                )
-                .await
-                .expect("a store on the test database");
-                store.count().await.expect("count on the test database")
+                let client = mongodb::Client::with_uri_str(server.uri())
+                    .await
+                    .expect("a client for the test database");
+                client
+                    .database(db)
+                    .collection::<mongodb::bson::Document>(svc.collection())
+                    .count_documents(mongodb::bson::doc! { shared::store::mongo::FIRST: true })
+                    .await
+                    .expect("count_documents on the test database")
             }
             Backing::Unreachable => 0,
             Backing::Embedded(_) => {

@@ -505,7 +505,7 @@ impl Store for MongoStore {
 }
 
 /// The field that marks a record's first version (one per record: what `count` counts).
-const FIRST: &str = "first";
+pub const FIRST: &str = "first";
 
 /// The `_id` of a record's version `v` after its first.
 fn version_id(key: &str, v: u64) -> String {
