@@ -32,8 +32,8 @@
 #                      built first. The first directory's `saga load` drives every target.
 #   COMPARE=node       also measure the Node original (express, mongoose, opossum) on the same
 #                      FerretDB, in its own database: `--node DIR` does the same. It is not part
-#                      of this repository; NODE_DIR says where it is (default /work/node-original,
-#                      app.js with its node_modules installed).
+#                      of the services: it lives in bench/node-original (NODE_DIR or --node DIR
+#                      for another copy); its node_modules are installed with `npm ci` when missing.
 #   FAILFAST=0         skip the fail-fast run (it waits 11 s for the breaker window to empty)
 #
 # Logs go to target/measure-logs/. Don't measure next to a build: on a small machine the
@@ -48,7 +48,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 
 mode="" rates=()
 compare=${COMPARE:-}
-node_dir=${NODE_DIR:-/work/node-original}
+node_dir=${NODE_DIR:-$SAGA_ROOT/bench/node-original}
 while (($# > 0)); do
     case $1 in
     --node) compare=node node_dir=${2:?--node needs a directory}; shift 2 ;;
@@ -75,8 +75,13 @@ case $compare in
 "") ;;
 node)
     [[ -n $backend ]] || die "COMPARE=node needs a MongoDB mode (mongo-pg or mongo-sqlite): the Node original stores in MongoDB"
-    [[ -f $node_dir/app.js && -d $node_dir/node_modules ]] ||
-        die "COMPARE=node: no Node original in $node_dir (app.js with node_modules installed). It is not part of this repository; set NODE_DIR (or --node DIR) to where it is"
+    [[ -f $node_dir/app.js ]] ||
+        die "COMPARE=node: no Node original in $node_dir (app.js); set NODE_DIR (or --node DIR)"
+    if [[ ! -d $node_dir/node_modules ]]; then
+        log "installing the Node original's packages (npm ci in $node_dir)"
+        (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+            die "npm ci failed in $node_dir"
+    fi
     command -v node >/dev/null || die "COMPARE=node: node is not installed"
     ;;
 *) die "COMPARE must be node or unset (got '$compare')" ;;
