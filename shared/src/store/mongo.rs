@@ -220,11 +220,8 @@ impl MongoStore {
         found.map(from_document).transpose()
     }
 
-    async fn find_many(&self, filter: Document, limit: usize) -> Result<Vec<Document>, StoreError> {
-        let find = self
-            .records
-            .find(filter)
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX));
+    async fn find_many(&self, filter: Document) -> Result<Vec<Document>, StoreError> {
+        let find = self.records.find(filter);
         self.bounded("find", async { find.await?.try_collect().await })
             .await
     }
@@ -326,24 +323,15 @@ impl MongoStore {
                 return Ok(Some(rec));
             }
         }
-        self.ready().await?;
-        let docs = self
-            .find_many(doc! { "saga_id": &text }, usize::MAX)
-            .await?;
-        let mut newest: Option<SagaRecord> = None;
-        for doc in docs {
-            let rec = from_document(doc)?;
-            if newest.as_ref().is_none_or(|n| rec.version > n.version) {
-                newest = Some(rec);
-            }
-        }
-        Ok(newest)
+        // Every version of one record carries its saga id: the newest of them.
+        let found = self.all_records(doc! { "saga_id": &text }).await?;
+        Ok(found.into_iter().next())
     }
 
-    /// Every record, newest version each, decoded from one read of the whole collection.
+    /// The records `filter` matches, newest version each, decoded from one read.
     async fn all_records(&self, filter: Document) -> Result<Vec<SagaRecord>, StoreError> {
         self.ready().await?;
-        let docs = self.find_many(filter, usize::MAX).await?;
+        let docs = self.find_many(filter).await?;
         let mut newest: std::collections::HashMap<String, SagaRecord> =
             std::collections::HashMap::new();
         for doc in docs {
@@ -423,9 +411,7 @@ impl MongoStore {
     async fn sweep(&self) -> Result<(), StoreError> {
         self.ready().await?;
         let epoch = bson::DateTime::from_millis(0);
-        let docs = self
-            .find_many(doc! { "due_at": { "$gte": epoch } }, usize::MAX)
-            .await?;
+        let docs = self.find_many(doc! { "due_at": { "$gte": epoch } }).await?;
         for doc in docs {
             match from_document(doc) {
                 Ok(rec) => self.note(&rec),
