@@ -21,6 +21,7 @@ impl Part for Order {
     const SERVICE: &'static str = "order";
     const COLLECTION: &'static str = "orders";
     const DEFAULT_PORT: u16 = 3000;
+    const EDGE: bool = true;
     const NEXT: Option<&'static str> = Some("payment");
 
     fn id(&self) -> &str {

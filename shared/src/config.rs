@@ -12,8 +12,9 @@
 //! and assembles the sections, each of which reads its own variables next to its struct and
 //! defaults: [`StoreConfig`] (`MONGO_*`, `DATA_DIR`) in `store`, [`BreakerConfig`] and
 //! [`BreakerBackend`] (`BREAKER_*`, `REDIS_URL`) in `breaker`, [`RetryConfig`] (`RETRY_*`) in
-//! `retry`, [`SagaConfig`] (`SAGA_*`) in `saga`. The reader they share is `crate::env`'s. The
-//! sections are re-exported here, where callers have always found them.
+//! `retry`, [`SagaConfig`] (`SAGA_*`) in `saga`, [`HopKeys`] (`HOP_*`) in `hop`. The reader they
+//! share is `crate::env`'s. The sections are re-exported here, where callers have always found
+//! them.
 
 use crate::env::{Reader, DAY_MS};
 use reqwest::Url;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub use crate::breaker::{BreakerBackend, BreakerConfig};
 pub use crate::env::{BadVar, ConfigError};
+pub use crate::hop::HopKeys;
 pub use crate::retry::RetryConfig;
 pub use crate::saga::SagaConfig;
 pub use crate::store::StoreConfig;
@@ -80,6 +82,9 @@ pub struct Config {
     /// shed at once with 503 + `Retry-After` (admission control: past the machine's capacity, a
     /// queue only adds latency until every client times out).
     pub max_in_flight: usize,
+    /// `HOP_SECRET`, `HOP_KEY_ID`, `HOP_ACCEPTED_SECRETS`, `HOP_MAX_SKEW_MS`: sign hop calls, and
+    /// (except at the edge, order) refuse unsigned ones; `None` when `HOP_SECRET` is unset.
+    pub hop_keys: Option<HopKeys>,
     /// `CHAOS_ENABLED`: expose the fault-injection API.
     pub chaos_enabled: bool,
     /// `CHAOS_TOKEN`: when set, `/chaos` needs `Authorization: Bearer <token>`.
@@ -145,6 +150,7 @@ impl Config {
             max_body_bytes: read_max_body_bytes(&mut r),
             request_timeout: r.millis("REQUEST_TIMEOUT_MS", Duration::from_secs(10), 10, DAY_MS),
             max_in_flight: r.u32_in("MAX_IN_FLIGHT", 128, 1, 1_000_000) as usize,
+            hop_keys: HopKeys::read(&mut r),
             chaos_enabled: r.bool("CHAOS_ENABLED", false),
             chaos_token: r.raw("CHAOS_TOKEN"),
             log_format: LogFormat::read(&mut r),

@@ -5,7 +5,13 @@
 //! connection or a timeout counts against the callee; a 4xx is the caller's fault and passes
 //! through uncounted. The call carries an idempotency key derived from the caller's saga id (so a
 //! retried or re-driven call can never create a second record downstream) and the caller's
-//! remaining time budget (so no hop waits longer than its caller will).
+//! remaining time budget (so no hop waits longer than its caller will). With `HOP_SECRET` set it
+//! is also signed (`signature`, keys in `keys`), so the next hop can tell it from a stranger's.
+
+pub mod keys;
+pub mod signature;
+
+pub use keys::HopKeys;
 
 use crate::breaker::{Breaker, BreakerError, Failure};
 use crate::config::RetryConfig;
@@ -120,6 +126,8 @@ pub struct Hop {
     breaker: Arc<Breaker>,
     retry: RetryConfig,
     budget: RetryBudget,
+    /// `HOP_SECRET` and friends: when set, every call is signed with the signing key.
+    keys: Option<HopKeys>,
 }
 
 impl Hop {
@@ -127,6 +135,7 @@ impl Hop {
         url: Url,
         breaker: Arc<Breaker>,
         retry: RetryConfig,
+        keys: Option<HopKeys>,
     ) -> Result<Self, reqwest::Error> {
         let client = Client::builder()
             .connect_timeout(Duration::from_secs(2))
@@ -139,6 +148,7 @@ impl Hop {
             breaker,
             retry,
             budget: RetryBudget::default(),
+            keys,
         })
     }
 
@@ -239,9 +249,27 @@ impl Hop {
         // We wait `wait`; the callee is told less, so its answer arrives before we give up.
         let wait = budget.min(self.breaker.config().timeout);
         let sent_budget = wait.saturating_sub(deadline_margin(wait));
-        let key = HeaderValue::from_str(key).map_err(|e| {
-            ForwardError::Breaker(BreakerError::Failed(HopError::Io(format!("bad key: {e}"))))
-        })?;
+        let io = |what: String| ForwardError::Breaker(BreakerError::Failed(HopError::Io(what)));
+        let bytes = match body {
+            Some(b) => {
+                serde_json::to_vec(b).map_err(|e| io(format!("unserializable body: {e}")))?
+            }
+            None => Vec::new(),
+        };
+        let signed = self.keys.as_ref().map(|keys| {
+            let path_and_query = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_string(),
+            };
+            let call = signature::Call {
+                method: "POST",
+                path_and_query: &path_and_query,
+                idempotency_key: Some(key),
+                body: &bytes,
+            };
+            signature::sign(&keys.signing, signature::unix_now(), &call)
+        });
+        let key = HeaderValue::from_str(key).map_err(|e| io(format!("bad key: {e}")))?;
         let value = self
             .breaker
             .call(Some(budget), || async {
@@ -250,8 +278,11 @@ impl Hop {
                     .post(url)
                     .header(IDEMPOTENCY_HEADER, key)
                     .header(DEADLINE_HEADER, sent_budget.as_millis().to_string());
+                for (name, value) in signed.into_iter().flatten() {
+                    req = req.header(name, value);
+                }
                 req = match body {
-                    Some(body) => req.header(CONTENT_TYPE, "application/json").json(body),
+                    Some(_) => req.header(CONTENT_TYPE, "application/json").body(bytes),
                     None => req.header(CONTENT_LENGTH, "0"),
                 };
                 let res = req.send().await.map_err(classify)?;

@@ -8,6 +8,7 @@
 //! safe to retry), and even a panic is caught and answered in JSON. Nothing here knows which
 //! service it serves; the routes themselves are the service's (`crate::service`).
 
+use crate::hop::signature::Refusal;
 use crate::store::StoreError;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -64,6 +65,9 @@ pub enum ApiError {
     /// `/chaos` without the right `Authorization: Bearer` token.
     #[error("the chaos API needs Authorization: Bearer <CHAOS_TOKEN>")]
     Unauthorized,
+    /// A hop call without a valid signature, with `HOP_SECRET` set: nothing was read or accepted.
+    #[error("{0}")]
+    HopSignature(crate::hop::signature::Refusal),
     /// Our own database is unreachable: nothing was accepted.
     #[error("database unavailable, nothing was accepted; retry later")]
     Unavailable(#[source] StoreError),
@@ -106,7 +110,7 @@ impl ApiError {
             Self::Chaos { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::HopSignature(_) => StatusCode::UNAUTHORIZED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -125,6 +129,9 @@ impl ApiError {
             Self::Injected { .. } => "injected",
             Self::Chaos { .. } => "chaos",
             Self::Unauthorized => "unauthorized",
+            Self::HopSignature(Refusal::Missing(_)) => "signature_required",
+            Self::HopSignature(Refusal::Stale { .. }) => "signature_stale",
+            Self::HopSignature(_) => "signature_invalid",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }

@@ -8,7 +8,8 @@
 //! 1. `serve.rs` bound the port and serves the router; `state.rs` built the [`AppState`] every
 //!    request shares (store, next-hop client with its breaker, fault switchboard).
 //! 2. `router.rs`: the layers (panic → JSON, time limits, header limits, request metrics) and
-//!    the route to the handler; `admission.rs` sheds what is past `MAX_IN_FLIGHT`.
+//!    the route to the handler; `signed.rs` refuses hop calls without a valid signature (when
+//!    `HOP_SECRET` is set, behind the edge); `admission.rs` sheds what is past `MAX_IN_FLIGHT`.
 //! 3. `extract.rs` and `chaos.rs`: the handler's arguments are its checks, in order — the
 //!    deadline, the injected faults, the JSON body parsed into the [`Part`] (naming a bad field),
 //!    the idempotency key.
@@ -40,6 +41,7 @@ mod router;
 mod schedule;
 mod serve;
 mod shutdown;
+mod signed;
 mod state;
 
 pub use crate::http::{MAX_HEADERS, MAX_HEADER_BYTES};

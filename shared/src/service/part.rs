@@ -17,6 +17,9 @@ pub trait Part: Serialize + DeserializeOwned + utoipa::ToSchema + Send + Sync + 
     const COLLECTION: &'static str;
     /// The port it listens on unless `PORT` says otherwise.
     const DEFAULT_PORT: u16;
+    /// The public entry of the chain (order): its `/create` and `/compensate` take clients'
+    /// calls, so they never ask for a hop signature. The others, with `HOP_SECRET` set, do.
+    const EDGE: bool = false;
     /// The service its nested part goes to (`payment` for order), for the breaker's name.
     const NEXT: Option<&'static str>;
 

@@ -3,7 +3,8 @@
 //! Reading [`app`] top to bottom gives the whole HTTP surface; reading its layers bottom to top
 //! gives what a request meets on its way in: a caught panic, the time limit on the whole request,
 //! the one on its body, the header limits, then the request metrics, and only then a handler —
-//! for the saga's flow (`/create`, `/compensate`), after admission control.
+//! for the saga's flow (`/create`, `/compensate`), after the hop signature check (behind the
+//! edge, with `HOP_SECRET` set) and admission control.
 
 use super::admission::admit;
 use super::chaos::{chaos_delete, chaos_get, chaos_put};
@@ -12,6 +13,7 @@ use super::create::create;
 use super::ops::{breaker, health, hello, metrics_text, openapi, ready};
 use super::part::Part;
 use super::record::get_record;
+use super::signed::require_signature;
 use super::state::AppState;
 use crate::http;
 use axum::extract::{MatchedPath, Request, State};
@@ -34,6 +36,19 @@ pub fn app<P: Part>(state: Arc<AppState>) -> Router {
     } else {
         Router::new()
     };
+    let flow = Router::new()
+        .route("/create", post(create::<P>))
+        .route("/compensate", post(compensate::<P>))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+    // Behind the edge, a hop call is checked (when HOP_SECRET is set) before it takes a permit.
+    let flow = if P::EDGE {
+        flow
+    } else {
+        flow.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_signature,
+        ))
+    };
     Router::new()
         .merge(chaos)
         .route("/", get(hello))
@@ -42,12 +57,7 @@ pub fn app<P: Part>(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/breaker", get(breaker))
         .route("/openapi.json", get(openapi::<P>))
-        .merge(
-            Router::new()
-                .route("/create", post(create::<P>))
-                .route("/compensate", post(compensate::<P>))
-                .route_layer(middleware::from_fn_with_state(state.clone(), admit)),
-        )
+        .merge(flow)
         .route(&record_path, get(get_record))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)

@@ -51,7 +51,7 @@ pub fn state_with_store<P: Part>(
                     .map_err(|e| StartError::Breaker(e.to_string()))?,
             );
             Some(
-                Hop::new(url.clone(), breaker, config.retry)
+                Hop::new(url.clone(), breaker, config.retry, config.hop_keys.clone())
                     .map_err(|e| StartError::Client(e.to_string()))?,
             )
         }

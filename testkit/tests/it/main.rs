@@ -37,4 +37,5 @@ mod mongo_path;
 mod parse_props;
 mod processes;
 mod saga;
+mod signed_hops;
 mod store_contract;
