@@ -152,6 +152,9 @@ rm -f "$SAGA_LOG_DIR"/*.log "$SAGA_LOG_DIR"/*.totals
 # ---------------------------------------------------------------------------------------------
 # Steps
 
+# shellcheck source=scripts/steps/h12-trust.sh
+source "$SAGA_ROOT/scripts/steps/h12-trust.sh"
+
 MONGO_MODE=""
 # Test-name filters (cargo test's) of the suites that also run on FerretDB/PostgreSQL.
 PG_SUITES=(store_contract:: mongo_path:: chain::)
@@ -337,5 +340,6 @@ soft test "cargo test" step_cargo_test "$@"
 read_totals
 soft test-pg "MongoDB-path suites on FerretDB/PostgreSQL" step_cargo_test_pg
 soft http "httpyac and schemathesis against a live stack" step_http_tests
+soft signed-http "httpyac over signed hops (HOP_SECRET)" step_signed_http
 read_totals
 soft compose "docker-compose config" step_compose

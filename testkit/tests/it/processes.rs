@@ -38,6 +38,14 @@ fn compose() -> serde_yaml_ng::Value {
     serde_yaml_ng::from_str(&text).expect("docker-compose.yaml is YAML")
 }
 
+/// What compose makes of `${VAR:-default}` when `VAR` is unset: the default.
+fn compose_default(v: &str) -> String {
+    v.strip_prefix("${")
+        .and_then(|rest| rest.strip_suffix('}'))
+        .and_then(|inner| inner.split_once(":-"))
+        .map_or_else(|| v.to_string(), |(_, default)| default.to_string())
+}
+
 fn scalar(v: &serde_yaml_ng::Value) -> String {
     match v {
         serde_yaml_ng::Value::String(s) => s.clone(),
@@ -95,11 +103,18 @@ async fn the_binaries_run_with_exactly_the_compose_environment() {
             svc.is_mapping(),
             "docker-compose.yaml has no service {name}"
         );
-        let ports = svc["ports"].as_sequence().expect("ports");
-        let mapping = ports.first().map(scalar).expect("one port mapping");
-        let (host, container) = mapping.split_once(':').expect("HOST:CONTAINER");
-        assert_eq!(host, container, "{name}: the demo publishes the same port");
-        host_port.insert(name, host.to_string());
+        let port = scalar(&svc["environment"]["PORT"]);
+        if name == "order" {
+            let ports = svc["ports"].as_sequence().expect("ports");
+            let mapping = ports.first().map(scalar).expect("one port mapping");
+            let (host, container) = mapping.split_once(':').expect("HOST:CONTAINER");
+            assert_eq!(host, container, "{name}: the demo publishes the same port");
+            assert_eq!(container, port, "{name}: publishes the port it listens on");
+        } else {
+            // Only the public entry is published; the hops behind it are not (issue 12).
+            assert!(svc.get("ports").is_none(), "{name} must not publish a port");
+        }
+        host_port.insert(name, port);
     }
     assert!(services.contains_key("mongo"), "compose starts mongo");
 
@@ -111,7 +126,7 @@ async fn the_binaries_run_with_exactly_the_compose_environment() {
         let mut env: Vec<(String, String)> = Vec::new();
         for (k, v) in env_map {
             let k = scalar(k);
-            let mut v = scalar(v);
+            let mut v = compose_default(&scalar(v));
             match k.as_str() {
                 // The compose network's host names are this machine's loopback here.
                 "CHAIN_SVC" => {
@@ -157,6 +172,16 @@ async fn the_binaries_run_with_exactly_the_compose_environment() {
         Some("completed") => assert_eq!(body["next"]["next"]["service"], "shipment"),
         Some("degraded") => assert_eq!(body["next"]["fallback"]["reason"], "http 502"),
         other => panic!("unexpected status {other:?}: {body}"),
+    }
+    // Compose sets HOP_SECRET: the chain above signed its hops, and a stranger's call is not.
+    for name in ["payment", "shipment"] {
+        let res = client
+            .post(format!("http://127.0.0.1:{}/create", host_port[name]))
+            .json(&seed()["payment"])
+            .send()
+            .await
+            .expect("the hop answers");
+        assert_eq!(res.status(), 401, "{name} takes unsigned calls");
     }
     let hello = client
         .get(format!("http://127.0.0.1:{}/", host_port["shipment"]))
