@@ -17,6 +17,7 @@
 //! them.
 
 use crate::env::{Reader, DAY_MS};
+use crate::failpoint::Failpoints;
 use reqwest::Url;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -90,6 +91,8 @@ pub struct Config {
     /// `CHAOS_TOKEN`: when set, `/chaos` needs `Authorization: Bearer <token>`.
     pub chaos_token: Option<String>,
     pub log_format: LogFormat,
+    /// `FAILPOINTS`: armed failpoints (tests only; see `crate::failpoint`).
+    pub failpoints: Failpoints,
 }
 
 impl Config {
@@ -154,6 +157,7 @@ impl Config {
             chaos_enabled: r.bool("CHAOS_ENABLED", false),
             chaos_token: r.raw("CHAOS_TOKEN"),
             log_format: LogFormat::read(&mut r),
+            failpoints: Failpoints::read(&mut r),
         };
         r.finish(config)
     }

@@ -15,6 +15,7 @@ pub use keys::HopKeys;
 
 use crate::breaker::{Breaker, BreakerError, Failure};
 use crate::config::RetryConfig;
+use crate::failpoint::{self, Action, Point};
 use crate::retry::{self, RetryBudget, Verdict};
 use crate::saga::SagaId;
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
@@ -285,7 +286,21 @@ impl Hop {
                     Some(_) => req.header(CONTENT_TYPE, "application/json").body(bytes),
                     None => req.header(CONTENT_LENGTH, "0"),
                 };
-                let res = req.send().await.map_err(classify)?;
+                let twin = req.try_clone();
+                let mut res = req.send().await.map_err(classify)?;
+                if body.is_some() {
+                    match failpoint::fire(Point::Forward) {
+                        Some(Action::Error) => {
+                            return Err(HopError::Io("failpoint forward: error".into()))
+                        }
+                        Some(Action::Duplicate) => {
+                            if let Some(twin) = twin {
+                                res = twin.send().await.map_err(classify)?;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
                 let status = res.status();
                 let bytes = res.bytes().await.map_err(classify)?;
                 let json: serde_json::Value = serde_json::from_slice(&bytes)

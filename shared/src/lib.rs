@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod chaos;
 pub mod config;
 pub mod env;
+pub mod failpoint;
 pub mod field;
 pub mod hop;
 pub mod http;

@@ -13,7 +13,8 @@ use super::part::Part;
 use super::schedule::{backoff, later, when_open_ends};
 use super::state::AppState;
 use crate::breaker::BreakerError;
-use crate::hop::{ForwardError, Hop};
+use crate::failpoint::{self, Action, Point};
+use crate::hop::{ForwardError, Hop, HopError};
 use crate::http::ApiError;
 use crate::saga::{SagaRecord, Status};
 use crate::store::Inserted;
@@ -113,7 +114,16 @@ pub(super) async fn undo(
         return rec.transition(Status::Compensated, "compensate", "nothing after this hop");
     };
     let key = Hop::key_for(&rec.saga_id, state.service);
-    let answer = hop.compensate(&key, Instant::now() + budget).await;
+    let mut answer = hop.compensate(&key, Instant::now() + budget).await;
+    match failpoint::fire(Point::Compensate) {
+        Some(Action::Error) => {
+            answer = Err(ForwardError::Breaker(BreakerError::Failed(HopError::Io(
+                "failpoint compensate: error".into(),
+            ))))
+        }
+        Some(Action::Duplicate) => answer = hop.compensate(&key, Instant::now() + budget).await,
+        _ => {}
+    }
     let cfg = &state.config.saga;
     match answer {
         Ok(next) => {

@@ -15,6 +15,7 @@ use super::extract::{Count, Deadline, IdempotencyKey, ValidJson};
 use super::part::Part;
 use super::schedule::{backoff, later};
 use super::state::AppState;
+use crate::failpoint::{self, Action, Point};
 use crate::hop::Hop;
 use crate::http::ApiError;
 use crate::saga::{Fallback, SagaId, SagaRecord, Status};
@@ -145,12 +146,50 @@ pub(super) async fn create<P: Part>(
         }
     };
     span.record("saga_id", tracing::field::display(rec.saga_id));
+    failpoint_at(Point::Accept, &state, &rec.key, &forward, deadline)?;
     process(&state, rec, forward, deadline, injected).await
+}
+
+/// Acts out an armed failpoint at a step of the request's flow (see `crate::failpoint`): an
+/// error fails the request there (500); a duplicate delivers a twin of the request, which
+/// picks up the stored record at this point, as a retried request would.
+fn failpoint_at(
+    point: Point,
+    state: &Arc<AppState>,
+    key: &str,
+    forward: &Option<serde_json::Value>,
+    deadline: tokio::time::Instant,
+) -> Result<(), ApiError> {
+    match failpoint::fire(point) {
+        Some(Action::Error) => Err(ApiError::Internal(format!("failpoint {point}: error"))),
+        Some(Action::Duplicate) => {
+            let (state, key, forward) = (state.clone(), key.to_string(), forward.clone());
+            tokio::spawn(twin(state, key, forward, deadline));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The twin of a duplicated request: carries on with the stored record unless it is answered.
+fn twin(
+    state: Arc<AppState>,
+    key: String,
+    forward: Option<serde_json::Value>,
+    deadline: tokio::time::Instant,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        if let Ok(Some(rec)) = state.store.get_by_key(&key).await {
+            if rec.response.is_none() {
+                let _ = process(&state, rec, forward, deadline, false).await;
+            }
+        }
+    })
 }
 
 /// Everything after the record is safely stored: inject, forward, transition, answer.
 async fn process(
-    state: &AppState,
+    state: &Arc<AppState>,
     mut rec: SagaRecord,
     forward: Option<serde_json::Value>,
     deadline: tokio::time::Instant,
@@ -170,10 +209,11 @@ async fn process(
 
     let mut http_status = StatusCode::OK;
     let read = rec.version;
-    match (state.hop.as_ref(), forward) {
+    match (state.hop.as_ref(), forward.as_ref()) {
         (Some(hop), Some(part)) => {
             let key = Hop::key_for(&rec.saga_id, state.service);
-            let (answer, tries) = hop.forward(&key, rec.count, &part, deadline).await;
+            let (answer, tries) = hop.forward(&key, rec.count, part, deadline).await;
+            failpoint_at(Point::Answer, state, &rec.key, &forward, deadline)?;
             rec.attempts += tries;
             http_status = apply_answer(&mut rec, answer, hop, "forward", true)?;
             if !rec.status.is_terminal() {
@@ -190,6 +230,7 @@ async fn process(
     let body = saved.body.clone();
     rec.response = Some(saved);
     rec.version = read + 1;
+    failpoint_at(Point::Write, state, &rec.key, &forward, deadline)?;
     if !state.store.replace(&rec, read).await? {
         // Someone else (a concurrent replay, the re-driver) moved this record first: answer
         // what it stored.

@@ -63,6 +63,7 @@ pub fn state_with_store<P: Part>(
             "CHAIN_SVC is set but this service's records have no nested part to forward"
         );
     }
+    crate::failpoint::arm(&config.failpoints);
     let admission = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
     Ok(Arc::new(AppState {
         service: P::SERVICE,

@@ -20,17 +20,18 @@ use testkit::ferretdb::FerretDb;
 use testkit::process::{free_port, wait_ready, Proc};
 use tokio::time::Instant;
 
-const NAMES: [&str; 3] = ["order", "payment", "shipment"];
+pub(crate) const NAMES: [&str; 3] = ["order", "payment", "shipment"];
 
-/// The three services as processes, each restartable with the environment it first had.
-struct Services {
-    procs: Vec<Option<Proc>>,
-    envs: Vec<Vec<(String, String)>>,
-    ports: Vec<u16>,
+/// The three services as processes, each restartable with the environment it first had (the
+/// fault matrix in `faults` drives them too).
+pub(crate) struct Services {
+    pub(crate) procs: Vec<Option<Proc>>,
+    pub(crate) envs: Vec<Vec<(String, String)>>,
+    pub(crate) ports: Vec<u16>,
 }
 
 impl Services {
-    fn new(db_uri: &str, db: &str) -> Self {
+    pub(crate) fn new(db_uri: &str, db: &str) -> Self {
         let ports: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
         let envs = NAMES
             .iter()
@@ -73,17 +74,17 @@ impl Services {
         }
     }
 
-    fn start(&mut self, i: usize) {
+    pub(crate) fn start(&mut self, i: usize) {
         self.procs[i] = Some(Proc::spawn(NAMES[i], &self.envs[i]).expect("spawn a service"));
     }
 
-    fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         if let Some(mut p) = self.procs[i].take() {
             p.kill();
         }
     }
 
-    async fn all_ready(&mut self) {
+    pub(crate) async fn all_ready(&mut self) {
         for (i, name) in NAMES.iter().enumerate() {
             if self.procs[i].as_mut().is_none_or(|p| !p.alive()) {
                 self.start(i);
