@@ -1,8 +1,9 @@
 //! The tests that load the whole machine or measure it, in a binary apart from `it`.
 //!
 //! `load` and `simulate` assert on rates and latencies (a constant arrival rate kept up with,
-//! p99 during a hang compared across four runs), and `crash` runs three service processes and a
-//! FerretDB of its own through minutes of SIGKILLs. Beside `it`'s dozens of stacks on two cores
+//! p99 during a hang compared across four runs), `crash` runs three service processes and a
+//! FerretDB of its own through minutes of SIGKILLs, and `faults` (the fault matrix) through every
+//! failpoint of a hop. Beside `it`'s dozens of stacks on two cores
 //! the measurements measure the neighbours (a `load` run next to them saw hop timeouts), and the
 //! neighbours' own 300 ms hop timeouts would feel the crash test. So they get a binary of their
 //! own, and inside it [`alone`] and [`beside_others`] keep what measures from overlapping
