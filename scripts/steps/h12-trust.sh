@@ -34,14 +34,16 @@ step_signed_http() {
         code=$(curl -s -o "$TEMP_DIR/refused.json" -w '%{http_code}' -H 'content-type: application/json' \
             -d '{"amount":0,"id":"1","shipment":{"id":"1","directions":"home"}}' \
             "http://127.0.0.1:$port/create")
-        [[ $code == 401 ]] && grep -q '"signature_required"' "$TEMP_DIR/refused.json" ||
+        if [[ $code != 401 ]] || ! grep -q '"signature_required"' "$TEMP_DIR/refused.json"; then
             die "an unsigned call to :$port/create got $code: $(cat "$TEMP_DIR/refused.json")"
+        fi
     done
     code=$(curl -s -o "$TEMP_DIR/order.json" -w '%{http_code}' -H 'content-type: application/json' \
         -d '{"id":"1","items":[],"payment":{"amount":0,"id":"1","shipment":{"id":"1","directions":"home"}}}' \
         "http://127.0.0.1:$op/create")
-    [[ $code == 200 ]] && grep -q '"status":"completed"' "$TEMP_DIR/order.json" ||
+    if [[ $code != 200 ]] || ! grep -q '"status":"completed"' "$TEMP_DIR/order.json"; then
         die "order over signed hops answered $code: $(cat "$TEMP_DIR/order.json")"
+    fi
 
     local -a color=()
     [[ -t 1 ]] || color=(--no-color)
