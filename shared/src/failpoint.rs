@@ -8,7 +8,7 @@
 //!
 //! | point | where |
 //! |---|---|
-//! | `accept` | the record is stored; nothing was forwarded yet |
+//! | `accept` | the record is stored (the last hop's already completed); nothing forwarded or answered |
 //! | `forward` | the next hop answered the forward, before its answer is read |
 //! | `answer` | the answer is read, before the record moves by it |
 //! | `write` | the record moved, before it is written |

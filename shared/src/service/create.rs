@@ -111,7 +111,10 @@ pub(super) async fn create<P: Part>(
         rec.transition(Status::Completed, "last hop", "")?;
         rec.response = Some(saved_response(&state, &rec, StatusCode::OK));
     }
-    let rec = match state.store.insert(&rec).await? {
+    let inserted = state.store.insert(&rec).await?;
+    // Stored (or found stored); for the last hop, already completed: nothing answered yet.
+    failpoint_at(Point::Accept, &state, &rec.key, &forward, deadline)?;
+    let rec = match inserted {
         Inserted::New => {
             if let Some(saved) = rec.response.as_ref().filter(|_| rec.status.is_terminal()) {
                 span.record("saga_id", tracing::field::display(rec.saga_id));
@@ -146,7 +149,6 @@ pub(super) async fn create<P: Part>(
         }
     };
     span.record("saga_id", tracing::field::display(rec.saga_id));
-    failpoint_at(Point::Accept, &state, &rec.key, &forward, deadline)?;
     process(&state, rec, forward, deadline, injected).await
 }
 

@@ -1,17 +1,19 @@
 //! The fault matrix: every step of a hop crashed, errored and duplicated, and every saga still
 //! ends whole.
 //!
-//! Payment is the hop in the middle — a callee of order, a caller of shipment, and the one that
-//! undoes both ways — so the failpoints are armed there (`FAILPOINTS`, see
-//! `shared::failpoint`): `accept`, `forward`, `answer`, `write`, `compensate`, each with `crash`
-//! (the process aborts; the case restarts it), `error` and `duplicate`. Each case restarts
-//! payment with one point armed, then runs two sagas through the real processes against a
-//! FerretDB of the test's own: one that completes (it passes the create steps) and one that is
-//! cancelled by the client while shipment refuses (it passes `compensate`). The case checks that
-//! the point fired, waits until nothing is left open, and `saga verify` must find no violation:
-//! every saga all-completed or all-compensated, no key twice, nothing stuck. 15 cases.
+//! The failpoints (`FAILPOINTS`, see `shared::failpoint`) are armed one at a time: on payment
+//! and on order, each of `accept`, `forward`, `answer`, `write` and `compensate`; on shipment,
+//! the last hop, which stores its record completed in one write and forwards and undoes nothing
+//! downstream, `accept`. Each with `crash` (the process aborts; it is restarted, as a supervisor
+//! would), `error` and `duplicate`: 33 cases. Each case restarts its service with the point armed, then runs two
+//! sagas through the real processes against a FerretDB of the test's own — one that completes
+//! (it passes the create steps) and one the client cancels while shipment refuses (it passes
+//! `compensate`) — with a client that retries under its idempotency key until it is answered.
+//! The point must have fired, the service must have died exactly when the action was `crash`,
+//! nothing may stay open, and `saga verify` must find no violation: every saga all-completed or
+//! all-compensated, no key twice, no orphan, nothing stuck.
 
-use crate::crash::Services;
+use crate::crash::{Services, NAMES};
 use serde_json::json;
 use shared::failpoint::{Action, Point};
 use shared::store::{MongoStore, Store};
@@ -19,20 +21,58 @@ use std::time::Duration;
 use testkit::ferretdb::FerretDb;
 use tokio::time::Instant;
 
+const ORDER: usize = 0;
 const PAYMENT: usize = 1;
 const SHIPMENT: usize = 2;
 
-/// POSTs to order until it answers 2xx (the well-behaved client: same key, again and again).
+/// One case of the matrix: which service has which point armed, and what was seen of it.
+struct Case {
+    victim: usize,
+    point: Point,
+    action: Action,
+    died: bool,
+    fired: bool,
+    log: String,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        format!("{} {}={}", NAMES[self.victim], self.point, self.action)
+    }
+
+    /// Looks at the victim: did the point fire, did it die? A dead victim is restarted (clean:
+    /// its environment no longer arms anything), as its supervisor would.
+    async fn observe(&mut self, svcs: &mut Services) {
+        if let Some(p) = svcs.procs[self.victim].as_mut() {
+            let log = p.log();
+            self.fired |= log.contains("\"event\":\"failpoint\"")
+                || log.contains(&format!("failpoint {}: crash", self.point));
+            if !p.alive() {
+                self.died = true;
+                self.log = log;
+                svcs.all_ready().await;
+            } else {
+                self.log = log;
+            }
+        }
+    }
+}
+
+/// POSTs to order until it answers 2xx (the well-behaved client: same key, again and again),
+/// restarting the case's victim whenever it died.
 async fn until_answered(
-    http: &reqwest::Client,
-    url: &str,
+    svcs: &mut Services,
+    case: &mut Case,
+    path: &str,
     key: &str,
     body: Option<&serde_json::Value>,
 ) -> serde_json::Value {
+    let http = reqwest::Client::new();
     let until = Instant::now() + Duration::from_secs(60);
     loop {
+        let url = format!("http://127.0.0.1:{}{path}", svcs.ports[0]);
         let mut req = http
-            .post(url)
+            .post(&url)
             .header("Idempotency-Key", key)
             .timeout(Duration::from_secs(8));
         req = match body {
@@ -42,11 +82,17 @@ async fn until_answered(
         if let Ok(res) = req.send().await {
             if res.status().is_success() {
                 if let Ok(v) = res.json::<serde_json::Value>().await {
+                    case.observe(svcs).await;
                     return v;
                 }
             }
         }
-        assert!(Instant::now() < until, "{url} never answered {key}");
+        case.observe(svcs).await;
+        assert!(
+            Instant::now() < until,
+            "{}: {url} never answered {key}",
+            case.name()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -90,7 +136,7 @@ async fn every_step_of_a_hop_crashed_errored_or_duplicated_leaves_every_saga_who
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
     }
-    let payment_env = svcs.envs[PAYMENT].clone();
+    let clean_envs = svcs.envs.clone();
     svcs.all_ready().await;
     let open = |c: &'static str| {
         let (uri, dbname) = (db.uri(), dbname.clone());
@@ -106,136 +152,148 @@ async fn every_step_of_a_hop_crashed_errored_or_duplicated_leaves_every_saga_who
         open("shipments").await,
     ];
     let http = reqwest::Client::new();
-    let base = |i: usize, svcs: &Services| format!("http://127.0.0.1:{}", svcs.ports[i]);
+    // Shipment, the last hop, stores its record completed in one write, forwards nothing and
+    // undoes nothing downstream: one step.
+    let steps: [(usize, &[Point]); 3] = [
+        (PAYMENT, &Point::ALL),
+        (ORDER, &Point::ALL),
+        (SHIPMENT, &[Point::Accept]),
+    ];
 
     let mut results = Vec::new();
     let started = Instant::now();
-    for point in Point::ALL {
-        for action in Action::ALL {
-            let case = format!("{point}={action}");
-            // Payment again, with this one point armed.
-            svcs.kill(PAYMENT);
-            svcs.envs[PAYMENT] = payment_env.clone();
-            svcs.envs[PAYMENT].push(("FAILPOINTS".into(), case.clone()));
-            svcs.all_ready().await;
-            // Armed once: a payment restarted after a crash comes back clean.
-            svcs.envs[PAYMENT] = payment_env.clone();
-            let order = base(0, &svcs);
-            let chaos = format!("{}/chaos", base(SHIPMENT, &svcs));
-            let crash_line = format!("failpoint {point}: crash");
-            let fired_before_restart = |svcs: &mut Services| {
-                let p = svcs.procs[PAYMENT].as_mut().expect("payment was started");
-                let died = !p.alive();
-                let log = p.log();
-                let fired = log.contains("\"event\":\"failpoint\"") || log.contains(&crash_line);
-                (died, fired, log)
-            };
-
-            // A saga that completes: through accept, forward, answer and write.
-            let tag = format!("{dbname}-{point}-{action}");
-            let a = until_answered(
-                &http,
-                &format!("{order}/create"),
-                &format!("{tag}-a"),
-                Some(&testkit::seed()),
-            )
-            .await;
-            assert!(a["saga_id"].is_string(), "{case}: {a}");
-            let (mut died, mut fired, mut log) = fired_before_restart(&mut svcs);
-            if died {
+    for (victim, points) in steps {
+        for &point in points {
+            for action in Action::ALL {
+                let mut case = Case {
+                    victim,
+                    point,
+                    action,
+                    died: false,
+                    fired: false,
+                    log: String::new(),
+                };
+                let name = case.name();
+                // The victim again, with this one point armed; restarted after a crash, it
+                // comes back clean.
+                svcs.kill(victim);
+                svcs.envs[victim].push(("FAILPOINTS".into(), format!("{point}={action}")));
                 svcs.all_ready().await;
-            }
+                svcs.envs[victim] = clean_envs[victim].clone();
+                let chaos = format!("http://127.0.0.1:{}/chaos", svcs.ports[SHIPMENT]);
+                let tag = format!("{dbname}-{}-{point}-{action}", NAMES[victim]);
 
-            // A saga the client cancels while shipment refuses: through compensate.
-            let put = http
-                .put(&chaos)
-                .json(&json!({"error_rate": 1.0}))
-                .send()
+                // A saga that completes: through accept, forward, answer and write.
+                let a_key = format!("{tag}-a");
+                let a = until_answered(
+                    &mut svcs,
+                    &mut case,
+                    "/create",
+                    &a_key,
+                    Some(&testkit::seed()),
+                )
                 .await;
-            assert!(
-                put.is_ok_and(|r| r.status().is_success()),
-                "{case}: chaos on"
-            );
-            let b_key = format!("{tag}-b");
-            until_answered(
-                &http,
-                &format!("{order}/create"),
-                &b_key,
-                Some(&testkit::seed()),
-            )
-            .await;
-            until_answered(&http, &format!("{order}/compensate"), &b_key, None).await;
-            let cleared = http.delete(&chaos).send().await;
-            assert!(
-                cleared.is_ok_and(|r| r.status().is_success()),
-                "{case}: chaos off"
-            );
-            if !fired {
-                // `compensate` may fire in the re-driver's undo, a moment later.
-                let until = Instant::now() + Duration::from_secs(15);
-                loop {
-                    (died, fired, log) = fired_before_restart(&mut svcs);
-                    if fired || died || Instant::now() > until {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            assert!(fired, "{case}: the failpoint never fired\n{log}");
-            assert_eq!(
-                died,
-                action == Action::Crash,
-                "{case}: payment died {died}\n{log}"
-            );
-            svcs.all_ready().await;
+                assert!(a["saga_id"].is_string(), "{name}: {a}");
 
-            // Nothing left open, then the invariants.
-            let quiet_from = Instant::now();
-            loop {
-                if open_records(&stores).await == Some(0) {
-                    break;
+                // A saga the client cancels while shipment refuses: through compensate.
+                let put = http
+                    .put(&chaos)
+                    .json(&json!({"error_rate": 1.0}))
+                    .send()
+                    .await;
+                assert!(
+                    put.is_ok_and(|r| r.status().is_success()),
+                    "{name}: chaos on"
+                );
+                let b_key = format!("{tag}-b");
+                until_answered(
+                    &mut svcs,
+                    &mut case,
+                    "/create",
+                    &b_key,
+                    Some(&testkit::seed()),
+                )
+                .await;
+                until_answered(&mut svcs, &mut case, "/compensate", &b_key, None).await;
+                let cleared = http.delete(&chaos).send().await;
+                assert!(
+                    cleared.is_ok_and(|r| r.status().is_success()),
+                    "{name}: chaos off"
+                );
+                // `compensate` may fire in a re-driver's undo, a moment later.
+                let until = Instant::now() + Duration::from_secs(15);
+                while !case.fired && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    case.observe(&mut svcs).await;
                 }
                 assert!(
-                    quiet_from.elapsed() < Duration::from_secs(60),
-                    "{case}: records still open after 60 s"
+                    case.fired,
+                    "{name}: the failpoint never fired\n{}",
+                    case.log
                 );
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                assert_eq!(
+                    case.died,
+                    action == Action::Crash,
+                    "{name}: died?\n{}",
+                    case.log
+                );
+
+                // Nothing left open, then the invariants.
+                let quiet_from = Instant::now();
+                loop {
+                    case.observe(&mut svcs).await;
+                    if open_records(&stores).await == Some(0) {
+                        break;
+                    }
+                    assert!(
+                        quiet_from.elapsed() < Duration::from_secs(60),
+                        "{name}: records still open after 60 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                let report = verify(&stores).await;
+                assert!(report.ok(), "{name}: saga verify: {:?}", report.violations);
+                let ended = |key: String| {
+                    let store = &stores[0];
+                    async move {
+                        store
+                            .get_by_key(&key)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|r| r.status.to_string())
+                            .unwrap_or_default()
+                    }
+                };
+                results.push(format!(
+                    "{name}: clean, quiet {:.1} s later (sagas ended {} and {})",
+                    quiet_from.elapsed().as_secs_f64(),
+                    ended(a_key).await,
+                    ended(b_key).await
+                ));
             }
-            let report = saga::verify::verify_stores(
-                &stores[0],
-                &stores[1],
-                &stores[2],
-                Duration::from_secs(3600),
-            )
-            .await
-            .expect("the stores can be read");
-            assert!(report.ok(), "{case}: saga verify: {:?}", report.violations);
-            let b = stores[0].get_by_key(&b_key).await.ok().flatten();
-            results.push(format!(
-                "{case}: ok in {:.1} s (cancelled saga ended {})",
-                quiet_from.elapsed().as_secs_f64(),
-                b.map(|r| r.status.to_string()).unwrap_or_default()
-            ));
         }
     }
-    let report = saga::verify::verify_stores(
+    let report = verify(&stores).await;
+    println!(
+        "fault matrix: {} cases in {:.1} s; verify counts {:?}\n{}",
+        results.len(),
+        started.elapsed().as_secs_f64(),
+        report.counts,
+        results.join("\n")
+    );
+    assert!(report.ok(), "saga verify: {:?}", report.violations);
+    assert_eq!(results.len(), 33);
+    drop(svcs);
+}
+
+async fn verify(stores: &[MongoStore; 3]) -> saga::verify::Report {
+    saga::verify::verify_stores(
         &stores[0],
         &stores[1],
         &stores[2],
         Duration::from_secs(3600),
     )
     .await
-    .expect("the stores can be read");
-    println!(
-        "fault matrix: {} cases ({} points x {} actions on payment) in {:.1} s; verify counts {:?}\n{}",
-        results.len(),
-        Point::ALL.len(),
-        Action::ALL.len(),
-        started.elapsed().as_secs_f64(),
-        report.counts,
-        results.join("\n")
-    );
-    assert!(report.ok(), "saga verify: {:?}", report.violations);
-    assert_eq!(results.len(), 15);
-    drop(svcs);
+    .expect("the stores can be read")
 }
