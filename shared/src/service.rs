@@ -27,6 +27,7 @@
 
 mod admission;
 mod answer;
+mod budget;
 mod chaos;
 mod compensate;
 mod create;

@@ -7,6 +7,8 @@
 //! finished after all, so a saga is never half undone.
 
 use super::answer::{located, saved_response};
+use super::budget::within;
+
 use super::chaos::ChaosGate;
 use super::extract::{Deadline, IdempotencyKey};
 use super::part::Part;
@@ -46,12 +48,14 @@ pub(super) async fn compensate<P: Part>(
     })?;
     // A few rounds settle a race with the re-driver or a replay; then the caller asks again.
     for _ in 0..4 {
-        let mut rec = match state.store.get_by_key(&key).await? {
+        let mut rec = match within(deadline, "reading the record", state.store.get_by_key(&key))
+            .await?
+        {
             Some(rec) => rec,
             None => {
                 let mut stone = SagaRecord::tombstone(key.clone(), "cancelled before it arrived");
                 stone.response = Some(saved_response(&state, &stone, StatusCode::OK));
-                match state.store.insert(&stone).await? {
+                match within(deadline, "cancelling the key", state.store.insert(&stone)).await? {
                     Inserted::New => return Ok(compensate_answer(&state, &stone)),
                     Inserted::Existing(rec) => rec,
                 }
@@ -81,7 +85,13 @@ pub(super) async fn compensate<P: Part>(
         undo(&state, &mut rec, next, budget).await?;
         rec.response = Some(saved_response(&state, &rec, StatusCode::OK));
         rec.version = read + 1;
-        if state.store.replace(&rec, read).await? {
+        if within(
+            deadline,
+            "saving the compensation",
+            state.store.replace(&rec, read),
+        )
+        .await?
+        {
             return Ok(compensate_answer(&state, &rec));
         }
     }

@@ -10,6 +10,7 @@
 //! there is no call to persist before.
 
 use super::answer::{apply_answer, located, replay, saved_response};
+use super::budget::within;
 use super::chaos::ChaosGate;
 use super::extract::{Count, Deadline, IdempotencyKey, ValidJson};
 use super::part::Part;
@@ -110,7 +111,7 @@ pub(super) async fn create<P: Part>(
         rec.transition(Status::Completed, "last hop", "")?;
         rec.response = Some(saved_response(&state, &rec, StatusCode::OK));
     }
-    let rec = match state.store.insert(&rec).await? {
+    let rec = match within(deadline, "accepting the request", state.store.insert(&rec)).await? {
         Inserted::New => {
             if let Some(saved) = rec.response.as_ref().filter(|_| rec.status.is_terminal()) {
                 span.record("saga_id", tracing::field::display(rec.saga_id));
@@ -161,7 +162,12 @@ async fn process(
         rec.note(rec.status, "inject", "http 502");
         rec.version = read + 1;
         // Best effort: the history note is for humans; the 502 goes out either way.
-        let _ = state.store.replace(&rec, read).await;
+        let _ = within(
+            deadline,
+            "noting the injected failure",
+            state.store.replace(&rec, read),
+        )
+        .await;
         return Err(ApiError::Injected {
             rate: state.config.err_rate,
             saga_id: rec.saga_id.to_string(),
@@ -190,10 +196,22 @@ async fn process(
     let body = saved.body.clone();
     rec.response = Some(saved);
     rec.version = read + 1;
-    if !state.store.replace(&rec, read).await? {
+    if !within(
+        deadline,
+        "saving the outcome",
+        state.store.replace(&rec, read),
+    )
+    .await?
+    {
         // Someone else (a concurrent replay, the re-driver) moved this record first: answer
         // what it stored.
-        if let Some(current) = state.store.get_by_key(&rec.key).await? {
+        if let Some(current) = within(
+            deadline,
+            "reading the outcome",
+            state.store.get_by_key(&rec.key),
+        )
+        .await?
+        {
             if let Some(saved) = &current.response {
                 return Ok(replay(state, &current, saved));
             }
