@@ -61,6 +61,10 @@ pub(super) async fn compensate<P: Part>(
                 }
             }
         };
+        // Its final write may still be on its way (see `finish`): read again after it.
+        if state.finishing.settled(&rec.saga_id).await {
+            continue;
+        }
         if rec.status.is_terminal() {
             return Ok(compensate_answer(&state, &rec));
         }

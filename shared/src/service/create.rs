@@ -13,6 +13,7 @@ use super::answer::{apply_answer, located, replay, saved_response};
 use super::budget::within;
 use super::chaos::ChaosGate;
 use super::extract::{Count, Deadline, IdempotencyKey, ValidJson};
+use super::finish::Finishing;
 use super::part::Part;
 use super::schedule::{backoff, later};
 use super::state::AppState;
@@ -124,7 +125,19 @@ pub(super) async fn create<P: Part>(
             }
             rec
         }
-        Inserted::Existing(old) => {
+        Inserted::Existing(mut old) => {
+            // Its final write may still be on its way (see `finish`): read what it wrote.
+            if state.finishing.settled(&old.saga_id).await {
+                if let Some(now) = within(
+                    deadline,
+                    "reading the record",
+                    state.store.get_by_key(&old.key),
+                )
+                .await?
+                {
+                    old = now;
+                }
+            }
             if old.is_tombstone() {
                 // Cancelled by the caller before this request arrived: nothing to do.
                 if let Some(saved) = &old.response {
@@ -151,7 +164,7 @@ pub(super) async fn create<P: Part>(
 
 /// Everything after the record is safely stored: inject, forward, transition, answer.
 async fn process(
-    state: &AppState,
+    state: &Arc<AppState>,
     mut rec: SagaRecord,
     forward: Option<serde_json::Value>,
     deadline: tokio::time::Instant,
@@ -196,19 +209,16 @@ async fn process(
     let body = saved.body.clone();
     rec.response = Some(saved);
     rec.version = read + 1;
-    if !within(
-        deadline,
-        "saving the outcome",
-        state.store.replace(&rec, read),
-    )
-    .await?
-    {
+    let (saga_id, key) = (rec.saga_id, rec.key.clone());
+    // The answer need not wait for this write (see `finish`); it does when too many are queued.
+    let finish = Finishing::finish(state, rec, read);
+    if !within(deadline, "saving the outcome", finish).await? {
         // Someone else (a concurrent replay, the re-driver) moved this record first: answer
         // what it stored.
         if let Some(current) = within(
             deadline,
             "reading the outcome",
-            state.store.get_by_key(&rec.key),
+            state.store.get_by_key(&key),
         )
         .await?
         {
@@ -217,11 +227,10 @@ async fn process(
             }
         }
         return Err(ApiError::Busy(format!(
-            "saga {} is being processed by another request; retry",
-            rec.saga_id
+            "saga {saga_id} is being processed by another request; retry"
         )));
     }
-    Ok(located(state, &rec.saga_id, http_status, body))
+    Ok(located(state, &saga_id, http_status, body))
 }
 
 #[cfg(test)]
