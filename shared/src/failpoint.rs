@@ -11,7 +11,7 @@
 //! | `accept` | the record is stored (the last hop's already completed); nothing forwarded or answered |
 //! | `forward` | the next hop answered the forward, before its answer is read |
 //! | `answer` | the answer is read, before the record moves by it |
-//! | `write` | the record moved, before it is written |
+//! | `write` | the record moved, before its final write (which may follow the answer) |
 //! | `compensate` | the next hop answered a `/compensate`, before the record moves by it |
 //!
 //! and the actions are `crash` (the process aborts: nothing after the point runs, nothing is
