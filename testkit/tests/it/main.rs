@@ -36,6 +36,7 @@ mod fallback;
 mod handlers;
 mod mongo_path;
 mod parse_props;
+mod policies;
 mod processes;
 mod saga;
 mod store_contract;
