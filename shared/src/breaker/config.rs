@@ -62,6 +62,8 @@ pub struct BreakerConfig {
     #[serde(rename = "reset_ms", serialize_with = "millis")]
     pub reset: Duration,
     /// Open time is `reset` plus a random duration in `[0, reset_jitter]`, drawn from `jitter`.
+    /// [`read`](Self::read) defaults it to a tenth of the reset it read; `default()` to 1 s, a
+    /// tenth of the default reset (code that shortens `reset` sets this too).
     #[serde(rename = "reset_jitter_ms", serialize_with = "millis")]
     pub reset_jitter: Duration,
     /// The distribution of the reset jitter.
