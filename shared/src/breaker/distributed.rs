@@ -50,15 +50,20 @@ impl Breaker {
         let mut fut = pin!(f());
         let outcome = match self.slow_line(budget) {
             None => within(budget, fut).await,
-            Some(slow) => match within(slow, fut.as_mut()).await {
-                Some(result) => Some(result),
-                None => {
-                    // Still running at the slow line: recorded now, as on the memory path.
-                    permit.record(Event::Slow, slow).await;
-                    let rest = tokio::time::timeout(budget - slow, fut).await;
-                    return super::unrecorded(rest.ok(), budget);
+            Some(slow) => {
+                let deadline = tokio::time::Instant::now() + budget;
+                match within(slow, fut.as_mut()).await {
+                    Some(result) => Some(result),
+                    None => {
+                        // Still running at the slow line: recorded now, as on the memory path.
+                        // The deadline is fixed first, so the Redis round trip that records the
+                        // slow call does not lengthen the call's budget.
+                        permit.record(Event::Slow, slow).await;
+                        let rest = tokio::time::timeout_at(deadline, fut).await;
+                        return super::unrecorded(rest.ok(), budget);
+                    }
                 }
-            },
+            }
         };
 
         match outcome {
