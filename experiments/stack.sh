@@ -18,6 +18,7 @@
 #   SAGA_TARGET   where the service binaries are (default target/debug)
 #   MONGODB_URI   store records in this MongoDB (a fresh database per `up`); unset: the
 #                 embedded store in STACK_DIR
+#   STACK_ENV     more VAR=value words for all three services (e.g. the advice of saga advise)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -73,6 +74,9 @@ up() {
     after) ;;
     *) die "usage: $0 up before|after" ;;
     esac
+    local -a extra
+    read -r -a extra <<<"${STACK_ENV:-}"
+    common+=("${extra[@]}")
     [[ -d $STACK_DIR ]] && down
     rm -rf "$STACK_DIR"
     mkdir -p "$STACK_DIR"
