@@ -152,6 +152,9 @@ rm -f "$SAGA_LOG_DIR"/*.log "$SAGA_LOG_DIR"/*.totals
 # ---------------------------------------------------------------------------------------------
 # Steps
 
+# shellcheck source=scripts/steps/h13-chaos.sh
+source "$SAGA_ROOT/scripts/steps/h13-chaos.sh"
+
 MONGO_MODE=""
 # Test-name filters (cargo test's) of the suites that also run on FerretDB/PostgreSQL.
 PG_SUITES=(store_contract:: mongo_path:: chain::)
@@ -339,3 +342,4 @@ soft test-pg "MongoDB-path suites on FerretDB/PostgreSQL" step_cargo_test_pg
 soft http "httpyac and schemathesis against a live stack" step_http_tests
 read_totals
 soft compose "docker-compose config" step_compose
+soft chaos "Chaos Toolkit: shipment down, before and after" step_chaos_experiment

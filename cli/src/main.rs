@@ -26,6 +26,10 @@ enum Command {
     /// states (CSV, PNG, SVG); `--matrix` compares none / timeouts / +breakers / +retries.
     /// Service logs are off unless RUST_LOG is set.
     Simulate(saga::simulate::SimulateArgs),
+    /// Measure a healthy hop under load and recommend breaker settings (timeout, window, min
+    /// calls, threshold, retries) that detect its outage within a target, with the expected
+    /// detection time and false-open rate.
+    Advise(saga::advise::AdviseArgs),
 }
 
 #[tokio::main]
@@ -51,6 +55,7 @@ async fn main() -> ExitCode {
         },
         Command::Load(args) => saga::load::run(args).await.map(drop),
         Command::Simulate(args) => saga::simulate::run(args).await.map(drop),
+        Command::Advise(args) => saga::advise::run(args).await.map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,6 +63,7 @@ async fn main() -> ExitCode {
             eprintln!("saga: {e:#}");
             if e.downcast_ref::<shared::config::ConfigError>().is_some()
                 || e.downcast_ref::<saga::simulate::InvalidArgs>().is_some()
+                || e.downcast_ref::<saga::advise::model::NoAdvice>().is_some()
             {
                 ExitCode::from(2)
             } else {

@@ -1,7 +1,8 @@
 //! The breaker's events, and how it tells the world about them.
 //!
 //! Every step of a call is one [`Event`] with a literal name (`open`, `halfOpen`, `close`,
-//! `reject`, `fallback`, `success`, `failure`, `timeout` — the names opossum users know). Each is
+//! `reject`, `fallback`, `success`, `failure`, `timeout` — the names opossum users know — and
+//! `slow`, resilience4j's slow call, with `BREAKER_POLICY=slow`). Each is
 //! counted three ways: in the breaker's own [`EventTotals`] (for `GET /breaker`, bumped under the
 //! breaker's lock by the caller), in the counter `breaker_events_total{breaker, event}`, and as
 //! one structured `tracing` event with `event` and `breaker` fields. The [`Instrument`] holds
@@ -32,10 +33,11 @@ pub(super) enum Event {
     Success,
     Failure,
     Timeout,
+    Slow,
 }
 
 impl Event {
-    const ALL: [Event; 8] = [
+    const ALL: [Event; 9] = [
         Event::Open,
         Event::HalfOpen,
         Event::Close,
@@ -44,6 +46,7 @@ impl Event {
         Event::Success,
         Event::Failure,
         Event::Timeout,
+        Event::Slow,
     ];
 
     /// The event a transition is logged and counted under.
@@ -65,6 +68,7 @@ impl Event {
             Event::Success => "success",
             Event::Failure => "failure",
             Event::Timeout => "timeout",
+            Event::Slow => "slow",
         }
     }
 }
@@ -89,6 +93,9 @@ pub struct EventTotals {
     pub failure: u64,
     /// `timeout`.
     pub timeout: u64,
+    /// `slow`: calls still running at the slow-call line (`BREAKER_POLICY=slow`), counted as
+    /// failures when they crossed it; their later answer or timeout is not counted again.
+    pub slow: u64,
 }
 
 impl EventTotals {
@@ -102,6 +109,7 @@ impl EventTotals {
             Event::Success => &mut self.success,
             Event::Failure => &mut self.failure,
             Event::Timeout => &mut self.timeout,
+            Event::Slow => &mut self.slow,
         };
         *total += 1;
     }
@@ -219,6 +227,10 @@ impl Instrument {
             Event::Timeout => {
                 let timeout_ms = env::millis(budget);
                 tracing::info!(event = "timeout", breaker = %self.name, timeout_ms, trial, "next hop timed out");
+            }
+            Event::Slow => {
+                let slow_call_ms = env::millis(budget);
+                tracing::info!(event = "slow", breaker = %self.name, slow_call_ms, trial, "next hop still running at the slow-call line: counted as a failure");
             }
             _ => {
                 tracing::info!(event = "failure", breaker = %self.name, trial, "next hop failed");

@@ -25,8 +25,12 @@ impl fmt::Display for Status {
 
 type Outcome = Result<u32, BreakerError<Status>>;
 
+/// The defaults without the reset jitter, so a reset lasts exactly `reset`.
 fn config() -> BreakerConfig {
-    BreakerConfig::default()
+    BreakerConfig {
+        reset_jitter: Duration::ZERO,
+        ..BreakerConfig::default()
+    }
 }
 
 fn breaker(cfg: BreakerConfig) -> Arc<Breaker> {
