@@ -203,6 +203,7 @@ async fn process(
             rec.saga_id
         )));
     }
+    state.live.saga(&rec, "request");
     Ok(located(state, &rec.saga_id, http_status, body))
 }
 

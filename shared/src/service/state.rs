@@ -4,6 +4,7 @@
 //! client can't be built), so [`StartError`] lives here too; binding the port is the only other
 //! failure and belongs to the serving file, which reuses the same error.
 
+use super::live::Live;
 use super::part::Part;
 use crate::breaker::Breaker;
 use crate::chaos::Chaos;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// `MAX_IN_FLIGHT` permits for `POST /create` and `/compensate` (see `admission`).
     pub admission: Arc<tokio::sync::Semaphore>,
+    /// Saga outcomes for the live page (see `live`).
+    pub live: Live,
 }
 
 /// Builds the state for `P` from `config`: opens the store, builds the breaker and hop client.
@@ -73,6 +76,7 @@ pub fn state_with_store<P: Part>(
         chaos: Chaos::default(),
         shutdown: CancellationToken::new(),
         admission,
+        live: Live::default(),
     }))
 }
 

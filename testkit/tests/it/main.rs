@@ -33,6 +33,7 @@ mod chain;
 mod chaos;
 mod database_down;
 mod handlers;
+mod live;
 mod mongo_path;
 mod parse_props;
 mod processes;

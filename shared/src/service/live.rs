@@ -1,0 +1,181 @@
+//! The live page: `GET /live` (one HTML page, no build step) and `GET /live/events`, the
+//! Server-Sent Events stream it reads.
+//!
+//! The stream says three things, each as a named SSE event with a JSON body:
+//! - `breaker`: the same body as `GET /breaker` (state, window counts, totals, config), sent on
+//!   connect, right after every breaker event, and once a second (window counts change with
+//!   every call, and calls that succeed are not published, see `breaker/events.rs`);
+//! - `note`: one breaker event (`open`, `halfOpen`, `close`, `reject`, `fallback`, `failure`,
+//!   `timeout`) with its time, from the breaker's bounded broadcast channel;
+//! - `saga`: one saga outcome of this service (a request's or the re-driver's), from the
+//!   service's own bounded broadcast channel ([`Live`]);
+//! - `lagged`: how many notes or outcomes this client skipped because it read too slowly.
+//!
+//! Why broadcast channels: a request or a breaker call only ever does a non-blocking `send`
+//! (nothing at all when no page is open), so a slow client costs the request path nothing; it
+//! skips what it missed instead (`RecvError::Lagged`). A client that disconnects is dropped the
+//! next time its stream writes (within a second, at the next `breaker` tick), and with it its
+//! receivers. The stream ends when the service stops, so graceful shutdown never waits on it.
+
+use super::ops::breaker_body;
+use super::state::AppState;
+use crate::breaker::Note;
+use crate::saga::SagaRecord;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::Html;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use serde::Serialize;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::{Interval, MissedTickBehavior};
+
+/// The page, served as is.
+const PAGE: &str = include_str!("live.html");
+
+/// How many saga outcomes a client may fall behind before it skips the oldest.
+const OUTCOMES: usize = 64;
+
+/// How often the `breaker` snapshot is sent when nothing else happens.
+const TICK: Duration = Duration::from_secs(1);
+
+/// One saga outcome as the live page shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SagaNote {
+    pub saga_id: String,
+    /// The record's status after this step: `completed`, `degraded`, `compensated`, …
+    pub status: &'static str,
+    /// `request` or `redrive`.
+    pub by: &'static str,
+    /// The fallback's reason, when the next hop was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The service's saga outcomes, on a bounded broadcast channel.
+pub struct Live {
+    outcomes: broadcast::Sender<SagaNote>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            outcomes: broadcast::Sender::new(OUTCOMES),
+        }
+    }
+}
+
+impl Live {
+    /// Publishes the outcome of one step of `rec`; builds nothing when no page is open.
+    pub fn saga(&self, rec: &SagaRecord, by: &'static str) {
+        if self.outcomes.receiver_count() == 0 {
+            return;
+        }
+        // An error only means the last receiver left meanwhile.
+        let _ = self.outcomes.send(SagaNote {
+            saga_id: rec.saga_id.to_string(),
+            status: rec.status.as_str(),
+            by,
+            reason: rec.fallback.as_ref().map(|f| f.reason.clone()),
+            at: Utc::now(),
+        });
+    }
+
+    /// How many clients receive the outcomes (open pages).
+    pub fn watchers(&self) -> usize {
+        self.outcomes.receiver_count()
+    }
+}
+
+pub(super) async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+pub(super) async fn events(
+    State(state): State<Arc<AppState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let feed = Feed {
+        notes: state.hop.as_ref().map(|h| h.breaker().subscribe()),
+        outcomes: state.live.outcomes.subscribe(),
+        tick,
+        snapshot_due: false,
+        state,
+    };
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await?;
+        Some((Ok(event), feed))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// One client's stream: its receivers, its tick, and whether a snapshot is owed.
+struct Feed {
+    notes: Option<broadcast::Receiver<Note>>,
+    outcomes: broadcast::Receiver<SagaNote>,
+    tick: Interval,
+    /// A breaker note was just sent: the snapshot showing its effect goes next.
+    snapshot_due: bool,
+    state: Arc<AppState>,
+}
+
+impl Feed {
+    /// The next event to send; `None` ends the stream (the service is stopping).
+    async fn next(&mut self) -> Option<Event> {
+        if std::mem::take(&mut self.snapshot_due) {
+            return Some(self.snapshot());
+        }
+        loop {
+            tokio::select! {
+                biased;
+                () = self.state.shutdown.cancelled() => return None,
+                note = recv(&mut self.notes) => match note {
+                    Ok(note) => {
+                        self.snapshot_due = true;
+                        return Some(json_event("note", &note));
+                    }
+                    Err(RecvError::Lagged(n)) => return Some(lagged("note", n)),
+                    // The breaker is gone: only its service's end drops it.
+                    Err(RecvError::Closed) => self.notes = None,
+                },
+                outcome = self.outcomes.recv() => match outcome {
+                    Ok(outcome) => return Some(json_event("saga", &outcome)),
+                    Err(RecvError::Lagged(n)) => return Some(lagged("saga", n)),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.tick.tick() => return Some(self.snapshot()),
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Event {
+        json_event("breaker", &breaker_body(&self.state))
+    }
+}
+
+/// The next note, or never when the service has no breaker.
+async fn recv(notes: &mut Option<broadcast::Receiver<Note>>) -> Result<Note, RecvError> {
+    match notes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn json_event(name: &'static str, body: &impl Serialize) -> Event {
+    let data = serde_json::to_string(body).unwrap_or_else(|e| {
+        serde_json::json!({ "error": format!("unserializable {name}: {e}") }).to_string()
+    });
+    Event::default().event(name).data(data)
+}
+
+fn lagged(what: &'static str, skipped: u64) -> Event {
+    json_event(
+        "lagged",
+        &serde_json::json!({ "what": what, "skipped": skipped }),
+    )
+}
