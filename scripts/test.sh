@@ -151,6 +151,8 @@ rm -f "$SAGA_LOG_DIR"/*.log "$SAGA_LOG_DIR"/*.totals
 
 # ---------------------------------------------------------------------------------------------
 # Steps
+# shellcheck source=scripts/steps/h14-watch.sh
+source "$SAGA_ROOT/scripts/steps/h14-watch.sh"
 
 MONGO_MODE=""
 # Test-name filters (cargo test's) of the suites that also run on FerretDB/PostgreSQL.
@@ -339,3 +341,4 @@ soft test-pg "MongoDB-path suites on FerretDB/PostgreSQL" step_cargo_test_pg
 soft http "httpyac and schemathesis against a live stack" step_http_tests
 read_totals
 soft compose "docker-compose config" step_compose
+soft watch "Grafana dashboard on a real Prometheus, live page in headless Chromium" step_watch

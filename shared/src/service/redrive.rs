@@ -78,6 +78,8 @@ async fn run<P: Part>(state: Arc<AppState>, instance: String) {
     // at least that many).
     let due = metrics::gauge!("saga_redrive_due", "service" => state.service);
     due.set(0.0);
+    // Registered now, so a dashboard shows 0 give-ups rather than no data until the first.
+    metrics::counter!("saga_give_ups_total", "service" => state.service).increment(0);
     loop {
         if state.shutdown.is_cancelled() {
             break;
