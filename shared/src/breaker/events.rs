@@ -296,3 +296,50 @@ impl Instrument {
         tracing::debug!(breaker = %self.name, "half-open trial ended without a verdict; slot released");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::NOTES;
+    use crate::breaker::{Breaker, BreakerConfig};
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    #[test]
+    fn a_slow_watcher_skips_the_oldest_and_publishing_never_waits() {
+        let breaker = Breaker::new("slow->watcher", BreakerConfig::default());
+        // Nobody watching: published into the void.
+        breaker.record_fallback("before");
+        let mut rx = breaker.subscribe();
+        assert_eq!(breaker.watchers(), 1);
+        let extra = 10;
+        for i in 0..NOTES + extra {
+            // Synchronous and bounded: this loop would hang if a full channel made it wait.
+            breaker.record_fallback(&format!("reason {i}"));
+        }
+        assert_eq!(
+            rx.try_recv().err(),
+            Some(TryRecvError::Lagged(extra as u64))
+        );
+        let oldest_kept = rx.try_recv().expect("the newest NOTES are kept");
+        assert_eq!(oldest_kept.event, "fallback");
+        assert_eq!(
+            oldest_kept.reason.as_deref(),
+            Some(&*format!("reason {extra}"))
+        );
+        assert_eq!(&*oldest_kept.breaker, "slow->watcher");
+        drop(rx);
+        assert_eq!(breaker.watchers(), 0, "a dropped receiver is gone at once");
+    }
+
+    #[test]
+    fn a_note_is_the_event_by_its_literal_name() {
+        let breaker = Breaker::new("named", BreakerConfig::default());
+        let mut rx = breaker.subscribe();
+        breaker.record_fallback("http 502");
+        let note = rx.try_recv().expect("one note");
+        let json = serde_json::to_value(&note).expect("serializes");
+        assert_eq!(json["breaker"], "named");
+        assert_eq!(json["event"], "fallback");
+        assert_eq!(json["reason"], "http 502");
+        assert!(json["at"].is_string(), "{json}");
+    }
+}
