@@ -3,8 +3,10 @@
 //!
 //! The stream says three things, each as a named SSE event with a JSON body:
 //! - `breaker`: the same body as `GET /breaker` (state, window counts, totals, config), sent on
-//!   connect, right after every breaker event, and once a second (window counts change with
-//!   every call, and calls that succeed are not published, see `breaker/events.rs`);
+//!   connect, right after every state change (`open`, `halfOpen`, `close`), and once a second
+//!   (window counts change with every call, and calls that succeed are not published, see
+//!   `breaker/events.rs`). Not after every event: an open breaker rejects at the request rate,
+//!   and a snapshot per reject per client would cost more than all the notes;
 //! - `note`: one breaker event (`open`, `halfOpen`, `close`, `reject`, `fallback`, `failure`,
 //!   `timeout`) with its time, from the breaker's bounded broadcast channel;
 //! - `saga`: one saga outcome of this service (a request's or the re-driver's), from the
@@ -119,7 +121,7 @@ struct Feed {
     notes: Option<broadcast::Receiver<Note>>,
     outcomes: broadcast::Receiver<SagaNote>,
     tick: Interval,
-    /// A breaker note was just sent: the snapshot showing its effect goes next.
+    /// A state change was just sent: the snapshot showing it goes next.
     snapshot_due: bool,
     state: Arc<AppState>,
 }
@@ -136,7 +138,7 @@ impl Feed {
                 () = self.state.shutdown.cancelled() => return None,
                 note = recv(&mut self.notes) => match note {
                     Ok(note) => {
-                        self.snapshot_due = true;
+                        self.snapshot_due = matches!(note.event, "open" | "halfOpen" | "close");
                         return Some(json_event("note", &note));
                     }
                     Err(RecvError::Lagged(n)) => return Some(lagged("note", n)),
