@@ -15,7 +15,8 @@
 //!
 //! Why broadcast channels: a request or a breaker call only ever does a non-blocking `send`
 //! (nothing at all when no page is open), so a slow client costs the request path nothing; it
-//! skips what it missed instead (`RecvError::Lagged`). A client that disconnects is dropped the
+//! skips what it missed instead (`RecvError::Lagged`). Events reach a client in batches, at
+//! most one write every 200 ms, so its cost does not grow with the request rate. A client that disconnects is dropped the
 //! next time its stream writes (within a second, at the next `breaker` tick), and with it its
 //! receivers. The stream ends when the service stops, so graceful shutdown never waits on it.
 
@@ -29,11 +30,12 @@ use axum::response::Html;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::time::{Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 /// The page, served as is.
 const PAGE: &str = include_str!("live.html");
@@ -43,6 +45,12 @@ const OUTCOMES: usize = 64;
 
 /// How often the `breaker` snapshot is sent when nothing else happens.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How long events are gathered before they are written together.
+const BATCH: Duration = Duration::from_millis(200);
+
+/// At most this many are gathered (a busy service's outcomes come faster than any page reads).
+const BATCH_MAX: usize = 128;
 
 /// One saga outcome as the live page shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -106,7 +114,7 @@ pub(super) async fn events(
         notes: state.hop.as_ref().map(|h| h.breaker().subscribe()),
         outcomes: state.live.outcomes.subscribe(),
         tick,
-        snapshot_due: false,
+        queue: VecDeque::new(),
         state,
     };
     let stream = futures::stream::unfold(feed, |mut feed| async move {
@@ -116,41 +124,76 @@ pub(super) async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// One client's stream: its receivers, its tick, and whether a snapshot is owed.
+/// One client's stream: its receivers, its tick, and the events gathered for its next write.
 struct Feed {
     notes: Option<broadcast::Receiver<Note>>,
     outcomes: broadcast::Receiver<SagaNote>,
     tick: Interval,
-    /// A state change was just sent: the snapshot showing it goes next.
-    snapshot_due: bool,
+    /// Gathered and not yet handed to the connection.
+    queue: VecDeque<Event>,
     state: Arc<AppState>,
 }
 
 impl Feed {
     /// The next event to send; `None` ends the stream (the service is stopping).
+    ///
+    /// Events are gathered for [`BATCH`] after the first one and then handed over back to back,
+    /// which the connection writes together: a page watching a busy service costs a few writes
+    /// and wake-ups a second, not one per request.
     async fn next(&mut self) -> Option<Event> {
-        if std::mem::take(&mut self.snapshot_due) {
-            return Some(self.snapshot());
+        if let Some(event) = self.queue.pop_front() {
+            return Some(event);
         }
+        self.gather(None).await?;
+        let until = Instant::now() + BATCH;
+        while self.queue.len() < BATCH_MAX && self.gather(Some(until)).await? {}
+        self.queue.pop_front()
+    }
+
+    /// Waits for one thing to say and queues it: `Some(true)`; `Some(false)` when `until`
+    /// passed first; `None` when the service is stopping.
+    async fn gather(&mut self, until: Option<Instant>) -> Option<bool> {
+        let deadline = async {
+            match until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
         loop {
             tokio::select! {
                 biased;
                 () = self.state.shutdown.cancelled() => return None,
+                () = &mut deadline => return Some(false),
                 note = recv(&mut self.notes) => match note {
                     Ok(note) => {
-                        self.snapshot_due = matches!(note.event, "open" | "halfOpen" | "close");
-                        return Some(json_event("note", &note));
+                        let changed = matches!(note.event, "open" | "halfOpen" | "close");
+                        self.queue.push_back(json_event("note", &note));
+                        if changed {
+                            // The snapshot that shows the change, taken right after it.
+                            self.queue.push_back(self.snapshot());
+                        }
+                        return Some(true);
                     }
-                    Err(RecvError::Lagged(n)) => return Some(lagged("note", n)),
+                    Err(RecvError::Lagged(n)) => {
+                        self.queue.push_back(lagged("note", n));
+                        return Some(true);
+                    }
                     // The breaker is gone: only its service's end drops it.
                     Err(RecvError::Closed) => self.notes = None,
                 },
-                outcome = self.outcomes.recv() => match outcome {
-                    Ok(outcome) => return Some(json_event("saga", &outcome)),
-                    Err(RecvError::Lagged(n)) => return Some(lagged("saga", n)),
-                    Err(RecvError::Closed) => return None,
-                },
-                _ = self.tick.tick() => return Some(self.snapshot()),
+                outcome = self.outcomes.recv() => {
+                    match outcome {
+                        Ok(outcome) => self.queue.push_back(json_event("saga", &outcome)),
+                        Err(RecvError::Lagged(n)) => self.queue.push_back(lagged("saga", n)),
+                        Err(RecvError::Closed) => return None,
+                    }
+                    return Some(true);
+                }
+                _ = self.tick.tick() => {
+                    self.queue.push_back(self.snapshot());
+                    return Some(true);
+                }
             }
         }
     }
