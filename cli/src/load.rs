@@ -40,7 +40,9 @@ pub struct LoadArgs {
     /// How long to keep scheduling requests, in seconds.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// Per-request timeout in milliseconds.
+    /// Per-request timeout in milliseconds. Also sent as `X-Deadline-Ms`, as a well-behaved
+    /// client does: the service then answers (503 + `Retry-After` if it must) before the client
+    /// stops listening, instead of working on for a caller that is gone.
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
     /// Most requests in flight at once; a request over the limit is counted as `dropped`.
@@ -297,6 +299,7 @@ fn schedule(
             .post(&target.url)
             .timeout(plan.timeout)
             .header("content-type", "application/json")
+            .header("x-deadline-ms", plan.timeout.as_millis().to_string())
             .body(target.body.clone());
         let tx = tx.clone();
         target.runtime.spawn(async move {

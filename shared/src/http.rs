@@ -55,6 +55,12 @@ pub enum ApiError {
         "more than {limit} requests in flight (MAX_IN_FLIGHT): nothing was accepted; retry shortly"
     )]
     Overloaded { limit: usize },
+    /// The request's deadline passed while it waited on the database: it may have been
+    /// accepted, so the caller retries with the same `Idempotency-Key` (503 + `Retry-After`).
+    #[error(
+        "the request's deadline passed while {step}; it may have been accepted: retry with the same Idempotency-Key"
+    )]
+    DeadlineExceeded { step: &'static str },
     /// `INJECT_ERR`: the original demo's random failure, after the record was persisted.
     #[error("injected failure (INJECT_ERR=1, ERR_RATE={rate}); saga {saga_id} was persisted")]
     Injected { rate: f64, saga_id: String },
@@ -102,6 +108,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DeadlineExceeded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Injected { .. } => StatusCode::BAD_GATEWAY,
             Self::Chaos { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
@@ -122,6 +129,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::Busy(_) => "busy",
             Self::Overloaded { .. } => "overloaded",
+            Self::DeadlineExceeded { .. } => "deadline_exceeded",
             Self::Injected { .. } => "injected",
             Self::Chaos { .. } => "chaos",
             Self::Unauthorized => "unauthorized",
@@ -166,7 +174,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if let Self::Injected { .. } | Self::Chaos { .. } = self {
             tracing::info!(error = %self, status = status.as_u16(), "injected failure");
-        } else if let Self::Overloaded { .. } = self {
+        } else if let Self::Overloaded { .. } | Self::DeadlineExceeded { .. } = self {
             // One line per shed request would be a log flood exactly when the machine has no
             // time to spare: the count is in `http_request_duration_seconds{status="503"}`.
             tracing::debug!(error = %self, "request shed");

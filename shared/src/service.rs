@@ -14,7 +14,8 @@
 //!    the idempotency key.
 //! 4. `create.rs`: the flow — persist the record first, then forward its nested part through
 //!    the breaker, move the record by the answer and save that answer (`answer.rs`), scheduling
-//!    what is unfinished (`schedule.rs`).
+//!    what is unfinished (`schedule.rs`). Every database wait ends at the request's deadline
+//!    (`budget.rs`); the final write follows the answer instead of holding it (`finish.rs`).
 //! 5. `redrive.rs`, in the background: takes up what requests left unfinished, from the
 //!    database, and gives up through the same undo step as `POST /compensate`
 //!    (`compensate.rs`).
@@ -27,10 +28,12 @@
 
 mod admission;
 mod answer;
+mod budget;
 mod chaos;
 mod compensate;
 mod create;
 mod extract;
+mod finish;
 mod live;
 mod openapi;
 mod ops;

@@ -55,6 +55,21 @@ impl FerretDb {
         }
     }
 
+    /// SIGSTOP: the database hangs (a stalled disk, a long pause) with its connections open, so
+    /// every command waits instead of failing.
+    pub fn freeze(&self) {
+        if let Some(p) = &self.proc {
+            assert!(p.signal("STOP"), "SIGSTOP to FerretDB");
+        }
+    }
+
+    /// SIGCONT: the hang ends and the waiting commands go on.
+    pub fn thaw(&self) {
+        if let Some(p) = &self.proc {
+            assert!(p.signal("CONT"), "SIGCONT to FerretDB");
+        }
+    }
+
     /// Starts it (again) on the same port and files, and waits until it accepts connections.
     pub async fn restart(&mut self) {
         self.kill();

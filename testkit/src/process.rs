@@ -100,6 +100,15 @@ impl Proc {
         None
     }
 
+    /// Sends `signal` (a `kill` name such as `STOP` or `CONT`); true when it was delivered.
+    pub fn signal(&self, signal: &str) -> bool {
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// Still running?
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -7,6 +7,8 @@
 //! finished after all, so a saga is never half undone.
 
 use super::answer::{located, saved_response};
+use super::budget::within;
+
 use super::chaos::ChaosGate;
 use super::extract::{Deadline, IdempotencyKey};
 use super::part::Part;
@@ -46,17 +48,23 @@ pub(super) async fn compensate<P: Part>(
     })?;
     // A few rounds settle a race with the re-driver or a replay; then the caller asks again.
     for _ in 0..4 {
-        let mut rec = match state.store.get_by_key(&key).await? {
+        let mut rec = match within(deadline, "reading the record", state.store.get_by_key(&key))
+            .await?
+        {
             Some(rec) => rec,
             None => {
                 let mut stone = SagaRecord::tombstone(key.clone(), "cancelled before it arrived");
                 stone.response = Some(saved_response(&state, &stone, StatusCode::OK));
-                match state.store.insert(&stone).await? {
+                match within(deadline, "cancelling the key", state.store.insert(&stone)).await? {
                     Inserted::New => return Ok(compensate_answer(&state, &stone)),
                     Inserted::Existing(rec) => rec,
                 }
             }
         };
+        // Its final write may still be on its way (see `finish`): read again after it.
+        if state.finishing.settled(&rec.saga_id).await {
+            continue;
+        }
         if rec.status.is_terminal() {
             return Ok(compensate_answer(&state, &rec));
         }
@@ -81,7 +89,13 @@ pub(super) async fn compensate<P: Part>(
         undo(&state, &mut rec, next, budget).await?;
         rec.response = Some(saved_response(&state, &rec, StatusCode::OK));
         rec.version = read + 1;
-        if state.store.replace(&rec, read).await? {
+        if within(
+            deadline,
+            "saving the compensation",
+            state.store.replace(&rec, read),
+        )
+        .await?
+        {
             return Ok(compensate_answer(&state, &rec));
         }
     }

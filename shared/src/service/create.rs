@@ -10,8 +10,10 @@
 //! there is no call to persist before.
 
 use super::answer::{apply_answer, located, replay, saved_response};
+use super::budget::within;
 use super::chaos::ChaosGate;
 use super::extract::{Count, Deadline, IdempotencyKey, ValidJson};
+use super::finish::Finishing;
 use super::part::Part;
 use super::schedule::{backoff, later};
 use super::state::AppState;
@@ -110,7 +112,7 @@ pub(super) async fn create<P: Part>(
         rec.transition(Status::Completed, "last hop", "")?;
         rec.response = Some(saved_response(&state, &rec, StatusCode::OK));
     }
-    let rec = match state.store.insert(&rec).await? {
+    let rec = match within(deadline, "accepting the request", state.store.insert(&rec)).await? {
         Inserted::New => {
             if let Some(saved) = rec.response.as_ref().filter(|_| rec.status.is_terminal()) {
                 span.record("saga_id", tracing::field::display(rec.saga_id));
@@ -123,7 +125,19 @@ pub(super) async fn create<P: Part>(
             }
             rec
         }
-        Inserted::Existing(old) => {
+        Inserted::Existing(mut old) => {
+            // Its final write may still be on its way (see `finish`): read what it wrote.
+            if state.finishing.settled(&old.saga_id).await {
+                if let Some(now) = within(
+                    deadline,
+                    "reading the record",
+                    state.store.get_by_key(&old.key),
+                )
+                .await?
+                {
+                    old = now;
+                }
+            }
             if old.is_tombstone() {
                 // Cancelled by the caller before this request arrived: nothing to do.
                 if let Some(saved) = &old.response {
@@ -150,7 +164,7 @@ pub(super) async fn create<P: Part>(
 
 /// Everything after the record is safely stored: inject, forward, transition, answer.
 async fn process(
-    state: &AppState,
+    state: &Arc<AppState>,
     mut rec: SagaRecord,
     forward: Option<serde_json::Value>,
     deadline: tokio::time::Instant,
@@ -161,7 +175,12 @@ async fn process(
         rec.note(rec.status, "inject", "http 502");
         rec.version = read + 1;
         // Best effort: the history note is for humans; the 502 goes out either way.
-        let _ = state.store.replace(&rec, read).await;
+        let _ = within(
+            deadline,
+            "noting the injected failure",
+            state.store.replace(&rec, read),
+        )
+        .await;
         return Err(ApiError::Injected {
             rate: state.config.err_rate,
             saga_id: rec.saga_id.to_string(),
@@ -190,21 +209,30 @@ async fn process(
     let body = saved.body.clone();
     rec.response = Some(saved);
     rec.version = read + 1;
-    if !state.store.replace(&rec, read).await? {
+    let (saga_id, key) = (rec.saga_id, rec.key.clone());
+    let outcome = state.live.note(&rec, "request");
+    // The answer need not wait for this write (see `finish`); it does when too many are queued.
+    let finish = Finishing::finish(state, rec, read);
+    if !within(deadline, "saving the outcome", finish).await? {
         // Someone else (a concurrent replay, the re-driver) moved this record first: answer
         // what it stored.
-        if let Some(current) = state.store.get_by_key(&rec.key).await? {
+        if let Some(current) = within(
+            deadline,
+            "reading the outcome",
+            state.store.get_by_key(&key),
+        )
+        .await?
+        {
             if let Some(saved) = &current.response {
                 return Ok(replay(state, &current, saved));
             }
         }
         return Err(ApiError::Busy(format!(
-            "saga {} is being processed by another request; retry",
-            rec.saga_id
+            "saga {saga_id} is being processed by another request; retry"
         )));
     }
-    state.live.saga(&rec, "request");
-    Ok(located(state, &rec.saga_id, http_status, body))
+    state.live.publish(outcome);
+    Ok(located(state, &saga_id, http_status, body))
 }
 
 #[cfg(test)]

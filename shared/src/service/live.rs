@@ -82,17 +82,27 @@ impl Default for Live {
 impl Live {
     /// Publishes the outcome of one step of `rec`; builds nothing when no page is open.
     pub fn saga(&self, rec: &SagaRecord, by: &'static str) {
-        if self.outcomes.receiver_count() == 0 {
-            return;
-        }
-        // An error only means the last receiver left meanwhile.
-        let _ = self.outcomes.send(SagaNote {
+        self.publish(self.note(rec, by));
+    }
+
+    /// The outcome of `rec` as the page shows it, or `None` when no page is open: built before
+    /// the record is handed away, published once its write is known to have won.
+    pub fn note(&self, rec: &SagaRecord, by: &'static str) -> Option<SagaNote> {
+        (self.outcomes.receiver_count() > 0).then(|| SagaNote {
             saga_id: rec.saga_id.to_string(),
             status: rec.status.as_str(),
             by,
             reason: rec.fallback.as_ref().map(|f| f.reason.clone()),
             at: Utc::now(),
-        });
+        })
+    }
+
+    /// Sends a note built by [`note`](Self::note).
+    pub fn publish(&self, note: Option<SagaNote>) {
+        if let Some(note) = note {
+            // An error only means the last receiver left meanwhile.
+            let _ = self.outcomes.send(note);
+        }
     }
 
     /// How many clients receive the outcomes (open pages).

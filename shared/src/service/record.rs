@@ -43,6 +43,8 @@ pub(super) async fn get_record(
             Some("id".into()),
         )
     })?;
+    // A final write of this saga may still be on its way (see `finish`): read after it.
+    state.finishing.settled(&saga_id).await;
     let rec = state
         .store
         .get(&saga_id)

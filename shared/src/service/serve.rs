@@ -30,6 +30,7 @@ impl Running {
         self.shutdown.cancel();
         let _ = self.task.await;
         let _ = self.redriver.await;
+        self.state.finishing.drain().await;
     }
 
     /// Stops when `token` is cancelled (e.g. Ctrl-C), then waits.

@@ -4,6 +4,7 @@
 //! client can't be built), so [`StartError`] lives here too; binding the port is the only other
 //! failure and belongs to the serving file, which reuses the same error.
 
+use super::finish::Finishing;
 use super::live::Live;
 use super::part::Part;
 use crate::breaker::Breaker;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// `MAX_IN_FLIGHT` permits for `POST /create` and `/compensate` (see `admission`).
     pub admission: Arc<tokio::sync::Semaphore>,
+    /// Final writes made after the answer (see `finish`).
+    pub finishing: Finishing,
     /// Saga outcomes for the live page (see `live`).
     pub live: Live,
 }
@@ -66,7 +69,8 @@ pub fn state_with_store<P: Part>(
             "CHAIN_SVC is set but this service's records have no nested part to forward"
         );
     }
-    let admission = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
+    let max_in_flight = config.max_in_flight;
+    let admission = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     Ok(Arc::new(AppState {
         service: P::SERVICE,
         collection: P::COLLECTION,
@@ -76,6 +80,7 @@ pub fn state_with_store<P: Part>(
         chaos: Chaos::default(),
         shutdown: CancellationToken::new(),
         admission,
+        finishing: Finishing::new(max_in_flight),
         live: Live::default(),
     }))
 }

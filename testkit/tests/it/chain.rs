@@ -179,10 +179,18 @@ async fn a_spent_deadline_fails_fast_without_calling_the_next_hop() {
     let r = s
         .post_with(Svc::Order, "/create", &seed(), &[("x-deadline-ms", "2")])
         .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json["status"], "degraded");
-    assert_eq!(r.json["fallback"]["reason"], "deadline", "{}", r.text);
-    assert_eq!(s.count(Svc::Order).await, 1, "the order itself is accepted");
+    // 2 ms may not even cover the order's own write: then the answer is the 503 that says so
+    // (the record may still land); otherwise the order is accepted and degraded for lack of
+    // time. Either way nothing is spent on the next hop.
+    match r.status {
+        200 => {
+            assert_eq!(r.json["status"], "degraded");
+            assert_eq!(r.json["fallback"]["reason"], "deadline", "{}", r.text);
+            assert_eq!(s.count(Svc::Order).await, 1, "the order itself is accepted");
+        }
+        503 => assert_eq!(r.json["error"], "deadline_exceeded", "{}", r.text),
+        other => panic!("{other}: {}", r.text),
+    }
     assert_eq!(s.count(Svc::Payment).await, 0, "payment was never called");
     // A generous budget passes through all three hops.
     let r = s

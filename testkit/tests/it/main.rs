@@ -32,6 +32,7 @@ mod bad_input;
 mod chain;
 mod chaos;
 mod database_down;
+mod finish;
 mod handlers;
 mod live;
 mod mongo_path;
