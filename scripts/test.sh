@@ -8,7 +8,8 @@
 # Steps: 1 tools (install what is missing, build FerretDB once) · 2 fmt, clippy · 3 databases
 # (FerretDB on SQLite and on PostgreSQL + Redis, or testcontainers where Docker works) · 4 build,
 # cargo test (on FerretDB/SQLite), the MongoDB-path suites again on FerretDB/PostgreSQL · 5 httpyac
-# against a live `saga up` stack · 6 docker-compose config. Servers' logs go to
+# against a live `saga up` stack · 6 docker-compose config · 7 watch (scripts/steps/h14-watch.sh:
+# the Grafana dashboard on a real Prometheus, the live page in headless Chromium). Servers' logs go to
 # target/test-logs/; on failure their last lines are printed. Everything started is stopped on
 # exit, and the exit status is non-zero if any step failed.
 #
