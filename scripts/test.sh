@@ -8,7 +8,8 @@
 # Steps: 1 tools (install what is missing, build FerretDB once) · 2 fmt, clippy · 3 databases
 # (FerretDB on SQLite and on PostgreSQL + Redis, or testcontainers where Docker works) · 4 build,
 # cargo test (on FerretDB/SQLite), the MongoDB-path suites again on FerretDB/PostgreSQL · 5 httpyac
-# against a live `saga up` stack · 6 docker-compose config. Servers' logs go to
+# against a live `saga up` stack · 6 docker-compose config · 7 watch (scripts/steps/h14-watch.sh:
+# the Grafana dashboard on a real Prometheus, the live page in headless Chromium). Servers' logs go to
 # target/test-logs/; on failure their last lines are printed. Everything started is stopped on
 # exit, and the exit status is non-zero if any step failed.
 #
@@ -151,6 +152,8 @@ rm -f "$SAGA_LOG_DIR"/*.log "$SAGA_LOG_DIR"/*.totals
 
 # ---------------------------------------------------------------------------------------------
 # Steps
+# shellcheck source=scripts/steps/h14-watch.sh
+source "$SAGA_ROOT/scripts/steps/h14-watch.sh"
 
 # shellcheck source=scripts/steps/h13-chaos.sh
 source "$SAGA_ROOT/scripts/steps/h13-chaos.sh"
@@ -343,3 +346,4 @@ soft http "httpyac and schemathesis against a live stack" step_http_tests
 read_totals
 soft compose "docker-compose config" step_compose
 soft chaos "Chaos Toolkit: shipment down, before and after" step_chaos_experiment
+soft watch "Grafana dashboard on a real Prometheus, live page in headless Chromium" step_watch

@@ -71,7 +71,7 @@ use tokio::time::Instant;
 
 pub use config::{BreakerBackend, BreakerConfig, BreakerPolicy};
 pub use error::{BreakerBuildError, BreakerError, Failure};
-pub use events::EventTotals;
+pub use events::{EventTotals, Note, NOTES};
 pub use jitter::Jitter;
 pub use machine::BreakerState;
 pub use policy::WindowStats;
@@ -164,6 +164,18 @@ impl Breaker {
     /// The breaker's name.
     pub fn name(&self) -> &str {
         self.instrument.name()
+    }
+
+    /// A receiver of this breaker's events from now on (all but `success`), for the live
+    /// page. Bounded: a receiver more than [`NOTES`] behind skips the oldest
+    /// (`RecvError::Lagged`), so a slow reader never holds a call up.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Note> {
+        self.instrument.subscribe()
+    }
+
+    /// How many receivers from [`subscribe`](Self::subscribe) are alive.
+    pub fn watchers(&self) -> usize {
+        self.instrument.watchers()
     }
 
     /// The breaker's configuration.

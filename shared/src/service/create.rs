@@ -216,6 +216,7 @@ async fn process(
     rec.response = Some(saved);
     rec.version = read + 1;
     let (saga_id, key) = (rec.saga_id, rec.key.clone());
+    let outcome = state.live.note(&rec, "request");
     // The answer need not wait for this write (see `finish`); it does when too many are queued.
     let finish = Finishing::finish(state, rec, read);
     if !within(deadline, "saving the outcome", finish).await? {
@@ -236,6 +237,7 @@ async fn process(
             "saga {saga_id} is being processed by another request; retry"
         )));
     }
+    state.live.publish(outcome);
     Ok(located(state, &saga_id, http_status, body))
 }
 

@@ -35,6 +35,7 @@ mod database_down;
 mod fallback;
 mod finish;
 mod handlers;
+mod live;
 mod mongo_path;
 mod parse_props;
 mod policies;
