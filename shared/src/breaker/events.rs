@@ -10,8 +10,9 @@
 //!
 //! Levels are chosen for a person watching `docker-compose logs -f payment`: the three state
 //! changes are `warn` lines whose message starts with the state's name (`open: …`, like the
-//! original demo's `status:: open`), written outside the request's span so nothing comes before
-//! it. Per-call lines (`reject`, `fallback`, `failure`, `timeout`, `success`) are `debug`: during
+//! original demo's `status:: open`). They are root events: a transition belongs to the breaker,
+//! not to the request that happened to cause it, so no request's fields are attached (the
+//! compact format still prefixes the name of the span it happened in, `create:`). Per-call lines (`reject`, `fallback`, `failure`, `timeout`, `success`) are `debug`: during
 //! an outage there is one of them per request, and the request's own `answered` line at `info`
 //! already says what was skipped and why (`crate::service`'s answer log).
 //!
@@ -187,8 +188,8 @@ impl Instrument {
     }
 
     /// A transition: counted under its event and logged at `warn`, state name first, as a root
-    /// event (no request span before the message); `open` carries the window that tripped it
-    /// and how long it stays open.
+    /// event (no request's fields); `open` carries the window that tripped it and how long it
+    /// stays open.
     pub(super) fn change(&self, Change { transition, window }: Change) {
         match transition {
             Transition::Opened { delay } | Transition::Reopened { delay } => {
