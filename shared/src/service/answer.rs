@@ -131,24 +131,29 @@ pub(super) fn next_hop_summary(rec: &SagaRecord) -> String {
     match &rec.next {
         Some(next) => format!(
             "{} {}",
-            next.get("service").and_then(|s| s.as_str()).unwrap_or("next hop"),
-            next.get("status").and_then(|s| s.as_str()).unwrap_or("answered")
+            next.get("service")
+                .and_then(|s| s.as_str())
+                .unwrap_or("next hop"),
+            next.get("status")
+                .and_then(|s| s.as_str())
+                .unwrap_or("answered")
         ),
         None => "-".to_string(),
     }
 }
 
 /// The `info` line of an answered order (`event = "answered"`); the request's span adds the
-/// service, the count and the saga id. `replayed`: an idempotent repeat, answered from the store.
+/// service, the count and the saga id. A replay (`replayed`: an idempotent repeat answered from
+/// the store, as every re-drive of the caller's is) logs at `debug`, so an outage's re-drives
+/// don't repeat each order's line.
 pub(super) fn log_answered(rec: &SagaRecord, replayed: bool, started: tokio::time::Instant) {
-    tracing::info!(
-        event = "answered",
-        outcome = %rec.status,
-        next = %next_hop_summary(rec),
-        replayed,
-        ms = started.elapsed().as_millis() as u64,
-        "answered"
-    );
+    let next = next_hop_summary(rec);
+    let ms = started.elapsed().as_millis() as u64;
+    if replayed {
+        tracing::debug!(event = "answered", outcome = %rec.status, next, ms, replayed, "replayed");
+    } else {
+        tracing::info!(event = "answered", outcome = %rec.status, next, ms, "answered");
+    }
 }
 
 #[cfg(test)]
@@ -174,13 +179,8 @@ mod tests {
 
     #[test]
     fn the_answer_line_says_what_the_next_hop_did() {
-        let mut rec = SagaRecord::accepted(
-            "k".into(),
-            "f".into(),
-            "1".into(),
-            1,
-            json!({"id": "1"}),
-        );
+        let mut rec =
+            SagaRecord::accepted("k".into(), "f".into(), "1".into(), 1, json!({"id": "1"}));
         assert_eq!(next_hop_summary(&rec), "-");
         rec.next = Some(json!({"service": "shipment", "status": "completed"}));
         assert_eq!(next_hop_summary(&rec), "shipment completed");

@@ -85,7 +85,11 @@ pub(super) async fn create<P: Part>(
             fallback: None,
             message: Some("Last"),
         };
-        tracing::info!(event = "answered", outcome = "last", "answered: hop limit reached");
+        tracing::info!(
+            event = "answered",
+            outcome = "last",
+            "answered: hop limit reached"
+        );
         return Ok(Json(body).into_response());
     }
 
