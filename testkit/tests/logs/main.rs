@@ -10,3 +10,4 @@
 mod breaker_cycle;
 mod capture;
 mod redis_breaker;
+mod watch;
