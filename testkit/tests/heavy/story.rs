@@ -172,3 +172,87 @@ async fn compose_settings_show_a_whole_breaker_cycle_at_a_persons_pace() {
         let _ = c.database(&db).drop().await;
     }
 }
+
+/// A hop error that counts as a failure (shipment's injected 502).
+#[derive(Debug)]
+struct Injected;
+
+impl std::fmt::Display for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("http 502")
+    }
+}
+
+impl shared::breaker::Failure for Injected {
+    fn counts_as_failure(&self) -> bool {
+        true
+    }
+}
+
+/// Payment's breaker settings as the compose file gives them.
+fn compose_breaker() -> BreakerConfig {
+    let env = testkit::compose::environment("payment");
+    let mut r = shared::env::Reader::new(|k| {
+        env.iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+    });
+    let cfg = BreakerConfig::read(&mut r);
+    r.finish(cfg)
+        .expect("docker-compose.yaml's breaker settings are valid")
+}
+
+/// Drives `cfg`'s breaker on tokio's paused clock with one order every 2, 2.5, 3 s and nothing
+/// else (no re-drives), shipment failing 4 calls in 10 in a fixed order. The virtual seconds at
+/// which the whole cycle — open, a reject, halfOpen, close — was complete, if within `limit`.
+async fn cycle_at_a_persons_pace(cfg: BreakerConfig, limit: Duration) -> Option<Duration> {
+    use shared::breaker::{Breaker, BreakerError, BreakerState};
+    const SHIPMENT: [bool; 10] = [
+        true, false, true, false, false, true, true, false, true, true,
+    ];
+    let breaker = Breaker::new("payment->shipment", cfg);
+    let start = tokio::time::Instant::now();
+    let (mut calls, mut opened, mut rejected, mut half_open) = (0usize, false, false, false);
+    let mut order = 0usize;
+    while start.elapsed() <= limit {
+        let answers = SHIPMENT[calls % SHIPMENT.len()];
+        let was = breaker.state();
+        let outcome = breaker
+            .call(None, || async move {
+                if answers {
+                    Ok(())
+                } else {
+                    Err(Injected)
+                }
+            })
+            .await;
+        match outcome {
+            Err(BreakerError::Rejected) => rejected |= opened,
+            _ => calls += 1,
+        }
+        let totals = breaker.snapshot().totals;
+        opened |= totals.open > 0;
+        half_open |= rejected && (totals.half_open > 0 || was == BreakerState::HalfOpen);
+        if opened && rejected && half_open && breaker.state() == BreakerState::Closed {
+            return Some(start.elapsed());
+        }
+        order += 1;
+        tokio::time::advance(Duration::from_millis([2000, 2500, 3000][order % 3])).await;
+    }
+    None
+}
+
+/// The settings alone, without the re-driver's extra calls: at a person's pace the compose
+/// file's breaker goes through its whole cycle well within a minute, where the code's defaults
+/// (5 calls in a 10 s window, which 2-3 s orders barely fill) never open.
+#[tokio::test(start_paused = true)]
+async fn compose_breaker_settings_cycle_within_a_minute_without_redrives() {
+    let minute = Duration::from_secs(60);
+    let took = cycle_at_a_persons_pace(compose_breaker(), minute).await;
+    assert!(took.is_some(), "no whole cycle within a minute");
+    assert_eq!(
+        cycle_at_a_persons_pace(BreakerConfig::default(), minute).await,
+        None,
+        "the code's defaults alone cycled at this pace: the compose settings would not be needed"
+    );
+}
