@@ -249,7 +249,13 @@ async fn cycle_at_a_persons_pace(cfg: BreakerConfig, limit: Duration) -> Option<
 async fn compose_breaker_settings_cycle_within_a_minute_without_redrives() {
     let minute = Duration::from_secs(60);
     let took = cycle_at_a_persons_pace(compose_breaker(), minute).await;
-    assert!(took.is_some(), "no whole cycle within a minute");
+    let Some(took) = took else {
+        panic!("no whole cycle within a minute");
+    };
+    eprintln!(
+        "compose settings: whole cycle after {} s",
+        took.as_secs_f64()
+    );
     assert_eq!(
         cycle_at_a_persons_pace(BreakerConfig::default(), minute).await,
         None,
