@@ -158,6 +158,9 @@ source "$SAGA_ROOT/scripts/steps/h14-watch.sh"
 # shellcheck source=scripts/steps/h13-chaos.sh
 source "$SAGA_ROOT/scripts/steps/h13-chaos.sh"
 
+# shellcheck source=scripts/steps/h14-story.sh
+source "$SAGA_ROOT/scripts/steps/h14-story.sh"
+
 MONGO_MODE=""
 # Test-name filters (cargo test's) of the suites that also run on FerretDB/PostgreSQL.
 PG_SUITES=(store_contract:: mongo_path:: chain::)
@@ -238,7 +241,8 @@ step_cargo_test_pg() {
 }
 
 # The stack the .http files talk to: `saga up` with all three services on free ports, a fresh
-# database, and no injected errors, so every assertion is strict (inject_err=0).
+# database, and no injected errors, so every assertion is strict (inject_err=0). The same files
+# run again on docker-compose.yaml's environment in step http-compose (scripts/steps/h14-story.sh).
 # Runs in soft's subshell, with its own list of started processes and its own EXIT trap, so the
 # stack is stopped however the step ends, and the parent's servers are left to the parent.
 step_http_tests() {
@@ -257,7 +261,8 @@ step_http_tests() {
     [[ -x $saga_bin ]] || die "$saga_bin not built"
     { read -r op && read -r pp && read -r sp; } < <(free_ports 3)
 
-    local -a stack_env=(INJECT_ERR=0 "RUST_LOG=${RUST_LOG:-info}" NO_COLOR=1)
+    # CHAOS_ENABLED: http-tests/breaker.http drives the breaker through shipment's /chaos.
+    local -a stack_env=(INJECT_ERR=0 CHAOS_ENABLED=true "RUST_LOG=${RUST_LOG:-info}" NO_COLOR=1)
     local store=mongo
     if [[ -n ${MONGODB_URI:-} ]]; then
         stack_env+=("MONGO_URL=$MONGODB_URI" "MONGO_DB=httpyac_$(date +%s)_$RANDOM")
@@ -347,3 +352,4 @@ read_totals
 soft compose "docker-compose config" step_compose
 soft chaos "Chaos Toolkit: shipment down, before and after" step_chaos_experiment
 soft watch "Grafana dashboard on a real Prometheus, live page in headless Chromium" step_watch
+soft http-compose "httpyac on docker-compose.yaml's environment (injection on)" step_compose_http_tests

@@ -9,6 +9,14 @@
 //! the metric handles and writes the log lines; the gauge `breaker_state{breaker}` reads 0
 //! closed, 1 half-open, 2 open.
 //!
+//! Levels are chosen for a person watching `docker-compose logs -f payment`: the three state
+//! changes are `warn` lines whose message starts with the state's name (`open: …`, like the
+//! original demo's `status:: open`). They are root events: a transition belongs to the breaker,
+//! not to the request that happened to cause it, so no request's fields are attached (the
+//! compact format still prefixes the name of the span it happened in, `create:`). Per-call lines (`reject`, `fallback`, `failure`, `timeout`, `success`) are `debug`: during
+//! an outage there is one of them per request, and the request's own `answered` line at `info`
+//! already says what was skipped and why (`crate::service`'s answer log).
+//!
 //! Metric handles are registered once, when the breaker is built, so a call never hashes a key;
 //! the log lines are written outside the breaker's lock.
 //!
@@ -221,25 +229,25 @@ impl Instrument {
         });
     }
 
-    /// `reject`: counted and logged.
+    /// `reject`: counted, and logged at `debug` (one per request while open).
     pub(super) fn reject(&self) {
         self.count(Event::Reject);
         self.publish(Event::Reject, None);
-        tracing::info!(event = "reject", breaker = %self.name, "breaker open: next hop not called");
+        tracing::debug!(event = "reject", breaker = %self.name, "breaker open: next hop not called");
     }
 
-    /// `fallback`: counted and logged with the caller's reason.
+    /// `fallback`: counted, and logged at `debug` with the caller's reason.
     pub(super) fn fallback(&self, reason: &str) {
         self.count(Event::Fallback);
         self.publish(Event::Fallback, Some(reason));
-        tracing::info!(event = "fallback", breaker = %self.name, reason, "degraded without the next hop");
+        tracing::debug!(event = "fallback", breaker = %self.name, reason, "degraded without the next hop");
     }
 
     /// `timeout` of a call whose caller had no time left: counted, logged, never contacted.
     pub(super) fn no_time_left(&self) {
         self.count(Event::Timeout);
         self.publish(Event::Timeout, None);
-        tracing::info!(
+        tracing::debug!(
             event = "timeout",
             breaker = %self.name,
             timeout_ms = 0u64,
@@ -248,8 +256,9 @@ impl Instrument {
         );
     }
 
-    /// A transition: counted under its event and logged (`open` at `warn`, with the window
-    /// that tripped it and how long it stays open).
+    /// A transition: counted under its event and logged at `warn`, state name first, as a root
+    /// event (no request's fields); `open` carries the window that tripped it and how long it
+    /// stays open.
     pub(super) fn change(&self, Change { transition, window }: Change) {
         self.publish(Event::of(transition), None);
         match transition {
@@ -258,6 +267,7 @@ impl Instrument {
                 let open_ms = env::millis(delay);
                 let trial_failed = matches!(transition, Transition::Reopened { .. });
                 tracing::warn!(
+                    parent: None,
                     event = "open",
                     breaker = %self.name,
                     failure_pct = window.failure_pct,
@@ -265,21 +275,21 @@ impl Instrument {
                     failures = window.failures,
                     open_ms,
                     trial_failed,
-                    "breaker opened"
+                    "open: next hop not called until the reset"
                 );
             }
             Transition::HalfOpened => {
                 self.count(Event::HalfOpen);
-                tracing::info!(event = "halfOpen", breaker = %self.name, "reset elapsed: admitting one trial call");
+                tracing::warn!(parent: None, event = "halfOpen", breaker = %self.name, "halfOpen: reset elapsed, one trial call");
             }
             Transition::Closed => {
                 self.count(Event::Close);
-                tracing::info!(event = "close", breaker = %self.name, "trial succeeded: breaker closed");
+                tracing::warn!(parent: None, event = "close", breaker = %self.name, "close: trial succeeded, calls flow again");
             }
         }
     }
 
-    /// The log line of a call's outcome (`success`, `failure` or `timeout`); the caller
+    /// The `debug` line of a call's outcome (`success`, `failure` or `timeout`); the caller
     /// counts it.
     pub(super) fn outcome(&self, event: Event, trial: bool, budget: Duration) {
         if event != Event::Success {
@@ -291,14 +301,14 @@ impl Instrument {
             }
             Event::Timeout => {
                 let timeout_ms = env::millis(budget);
-                tracing::info!(event = "timeout", breaker = %self.name, timeout_ms, trial, "next hop timed out");
+                tracing::debug!(event = "timeout", breaker = %self.name, timeout_ms, trial, "next hop timed out");
             }
             Event::Slow => {
                 let slow_call_ms = env::millis(budget);
-                tracing::info!(event = "slow", breaker = %self.name, slow_call_ms, trial, "next hop still running at the slow-call line: counted as a failure");
+                tracing::debug!(event = "slow", breaker = %self.name, slow_call_ms, trial, "next hop still running at the slow-call line: counted as a failure");
             }
             _ => {
-                tracing::info!(event = "failure", breaker = %self.name, trial, "next hop failed");
+                tracing::debug!(event = "failure", breaker = %self.name, trial, "next hop failed");
             }
         }
     }

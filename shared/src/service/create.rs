@@ -9,7 +9,7 @@
 //! forward (the last one) stores its record already completed: one write instead of two, since
 //! there is no call to persist before.
 
-use super::answer::{apply_answer, located, replay, saved_response};
+use super::answer::{apply_answer, located, log_answered, replay, saved_response};
 use super::budget::within;
 use super::chaos::ChaosGate;
 use super::extract::{Count, Deadline, IdempotencyKey, ValidJson};
@@ -70,6 +70,7 @@ pub(super) async fn create<P: Part>(
     key: Result<Option<IdempotencyKey>, ApiError>,
     ValidJson { part, canonical }: ValidJson<P>,
 ) -> Result<Response, ApiError> {
+    let started = tokio::time::Instant::now();
     let key = key?.map(|IdempotencyKey(k)| k);
     let count = count.saturating_add(1);
     let span = tracing::Span::current();
@@ -86,6 +87,11 @@ pub(super) async fn create<P: Part>(
             fallback: None,
             message: Some("Last"),
         };
+        tracing::info!(
+            event = "answered",
+            outcome = "last",
+            "answered: hop limit reached"
+        );
         return Ok(Json(body).into_response());
     }
 
@@ -116,6 +122,7 @@ pub(super) async fn create<P: Part>(
         Inserted::New => {
             if let Some(saved) = rec.response.as_ref().filter(|_| rec.status.is_terminal()) {
                 span.record("saga_id", tracing::field::display(rec.saga_id));
+                log_answered(&rec, false, started);
                 return Ok(located(
                     &state,
                     &rec.saga_id,
@@ -141,6 +148,7 @@ pub(super) async fn create<P: Part>(
             if old.is_tombstone() {
                 // Cancelled by the caller before this request arrived: nothing to do.
                 if let Some(saved) = &old.response {
+                    log_answered(&old, true, started);
                     return Ok(replay(&state, &old, saved));
                 }
             }
@@ -151,6 +159,8 @@ pub(super) async fn create<P: Part>(
                 )));
             }
             if let Some(saved) = &old.response {
+                span.record("saga_id", tracing::field::display(old.saga_id));
+                log_answered(&old, true, started);
                 return Ok(replay(&state, &old, saved));
             }
             // Accepted before but never answered (a crash, an injected failure, a request still
@@ -159,7 +169,7 @@ pub(super) async fn create<P: Part>(
         }
     };
     span.record("saga_id", tracing::field::display(rec.saga_id));
-    process(&state, rec, forward, deadline, injected).await
+    process(&state, rec, forward, deadline, injected, started).await
 }
 
 /// Everything after the record is safely stored: inject, forward, transition, answer.
@@ -169,6 +179,7 @@ async fn process(
     forward: Option<serde_json::Value>,
     deadline: tokio::time::Instant,
     injected: bool,
+    started: tokio::time::Instant,
 ) -> Result<Response, ApiError> {
     if injected {
         let read = rec.version;
@@ -217,6 +228,7 @@ async fn process(
     rec.version = read + 1;
     let (saga_id, key) = (rec.saga_id, rec.key.clone());
     let outcome = state.live.note(&rec, "request");
+    log_answered(&rec, false, started);
     // The answer need not wait for this write (see `finish`); it does when too many are queued.
     let finish = Finishing::finish(state, rec, read);
     if !within(deadline, "saving the outcome", finish).await? {
@@ -230,6 +242,7 @@ async fn process(
         .await?
         {
             if let Some(saved) = &current.response {
+                log_answered(&current, true, started);
                 return Ok(replay(state, &current, saved));
             }
         }

@@ -11,3 +11,4 @@ mod breaker_cycle;
 mod capture;
 mod redis_breaker;
 mod redis_policies;
+mod watch;
