@@ -175,10 +175,16 @@ async fn process(
             let key = Hop::key_for(&rec.saga_id, state.service);
             let (answer, tries) = hop.forward(&key, rec.count, &part, deadline).await;
             rec.attempts += tries;
-            http_status = apply_answer(&mut rec, answer, hop, "forward", true)?;
+            let fallback = state.config.fallback;
+            http_status = apply_answer(&mut rec, answer, hop, "forward", fallback)?;
             if !rec.status.is_terminal() {
                 let wait = backoff(&state.config.saga, rec.redrives);
                 rec.due_at = Some(later(chrono::Utc::now(), wait));
+            }
+            if !fallback && rec.status == Status::Degraded {
+                if let Some(failed) = rec.fallback.clone() {
+                    return fail_without_fallback(state, rec, read, hop, failed).await;
+                }
             }
         }
         _ => {
@@ -204,6 +210,32 @@ async fn process(
         )));
     }
     Ok(located(state, &rec.saga_id, http_status, body))
+}
+
+/// `FALLBACK=false`: the next hop failed and no degraded answer is given. The record is saved
+/// as it moved (degraded, due for the re-driver) but without a saved answer, so a retry under
+/// the same key carries the record on instead of replaying a 502; the caller gets 502.
+async fn fail_without_fallback(
+    state: &AppState,
+    mut rec: SagaRecord,
+    read: u64,
+    hop: &Hop,
+    failed: Fallback,
+) -> Result<Response, ApiError> {
+    rec.version = read + 1;
+    if !state.store.replace(&rec, read).await? {
+        if let Some(current) = state.store.get_by_key(&rec.key).await? {
+            if let Some(saved) = &current.response {
+                return Ok(replay(state, &current, saved));
+            }
+        }
+    }
+    Err(ApiError::NextHopFailed {
+        hop: hop.breaker().name().to_string(),
+        reason: failed.reason,
+        detail: failed.detail,
+        saga_id: rec.saga_id.to_string(),
+    })
 }
 
 #[cfg(test)]
