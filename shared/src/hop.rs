@@ -138,7 +138,7 @@ impl Hop {
             client,
             breaker,
             retry,
-            budget: RetryBudget::default(),
+            budget: RetryBudget::seeded(retry.seed),
         })
     }
 
