@@ -50,7 +50,11 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     let text = if settings.json {
         format!("{}\n", serde_json::to_string_pretty(&outcome.document)?)
     } else {
-        let mut text = format!("\n{}\n", summary::table(&outcome.document.runs));
+        let mut text = format!(
+            "\n{}\nseed {}\n",
+            summary::table(&outcome.document.runs),
+            outcome.document.seed
+        );
         for file in &outcome.files {
             text.push_str(&format!("wrote {}\n", file.display()));
         }
@@ -71,6 +75,12 @@ pub async fn simulate(settings: &Settings, quiet: bool) -> anyhow::Result<Outcom
     std::fs::create_dir_all(&settings.out)
         .with_context(|| format!("creating {}", settings.out.display()))?;
     let scenario = scenario_label(settings);
+    if !quiet {
+        eprintln!(
+            "seed {} (repeat this run with --seed {})",
+            settings.seed, settings.seed
+        );
+    }
     let mut runs = Vec::new();
     let mut files = Vec::new();
     for (i, setup) in settings.setups.iter().enumerate() {
@@ -101,7 +111,10 @@ pub async fn simulate(settings: &Settings, quiet: bool) -> anyhow::Result<Outcom
         files.push(stem.with_extension("svg"));
         runs.push(result);
     }
-    let summaries: Vec<Summary> = runs.iter().map(Summary::of).collect();
+    let summaries: Vec<Summary> = runs
+        .iter()
+        .map(|r| Summary::of(r, settings.target))
+        .collect();
     let document = Document::new(settings, summaries);
     let name = if settings.matrix {
         format!("{}-matrix", settings.scenario.name())
@@ -134,6 +147,7 @@ pub async fn simulate(settings: &Settings, quiet: bool) -> anyhow::Result<Outcom
             &format!("matrix — {scenario}"),
             &labelled,
             settings.duration.as_secs_f64(),
+            settings.target.caller_breaker(),
         )?;
         files.push(stem.with_extension("png"));
         files.push(stem.with_extension("svg"));
@@ -145,18 +159,25 @@ pub async fn simulate(settings: &Settings, quiet: bool) -> anyhow::Result<Outcom
     })
 }
 
-/// `outage (hang) on shipment 10–20 s, 50 req/s, hop timeout 300 ms`
+/// `outage (hang) on shipment 10–20 s, 50 req/s, hop timeout 300ms, client 1s, seed 7`
 fn scenario_label(settings: &Settings) -> String {
     let w = settings.fault_window;
     format!(
-        "{} ({}) on {} {}–{} s, {} req/s, hop timeout {} ms",
+        "{} ({}) on {} {}–{} s, {} req/s, hop timeout {}, client {}{}, seed {}",
         settings.scenario.name(),
         settings.fault.describe(),
         settings.target.name(),
         trim(w.start_s),
         trim(w.end_s),
         trim(settings.rate),
-        settings.hop_timeout.as_millis()
+        settings::show(settings.hop_timeout),
+        settings::show(settings.client_timeout),
+        if settings.fallback {
+            ""
+        } else {
+            ", no fallback"
+        },
+        settings.seed
     )
 }
 

@@ -137,6 +137,9 @@ pub struct BreakerSample {
     /// Index into [`BREAKERS`].
     pub breaker: usize,
     pub state: Seen,
+    /// The breaker's calls that reached its next hop so far (answered, failed or timed out):
+    /// what the callee felt, retries and re-drives included.
+    pub calls: u64,
 }
 
 /// A span of the run, half-open `[start, end)` in seconds.
@@ -170,6 +173,9 @@ pub struct Second {
     latencies_ms: Vec<f64>,
     /// Worst state of each breaker, `None` when no sample landed in this second.
     pub breakers: [Option<Seen>; BREAKERS.len()],
+    /// Calls each breaker's owner made to its next hop this second (between the last sample
+    /// before it and the last sample in it).
+    pub calls: [u64; BREAKERS.len()],
     /// In the fault window (its middle is).
     pub in_fault: bool,
 }
@@ -277,11 +283,22 @@ pub fn aggregate(
             *slot = (*slot).max(Some(sample.state));
         }
     }
+    let mut samples = samples.to_vec();
+    samples.sort_by_key(|s| s.at);
+    let mut last: [Option<u64>; BREAKERS.len()] = [None; BREAKERS.len()];
+    for sample in &samples {
+        let Some(before) = last.get_mut(sample.breaker) else {
+            continue;
+        };
+        let delta = before.map_or(0, |b| sample.calls.saturating_sub(b));
+        *before = Some(sample.calls.max(before.unwrap_or(0)));
+        if let Some(row) = bucket(&mut seconds, sample.at) {
+            row.calls[sample.breaker] += delta;
+        }
+    }
     for row in &mut seconds {
         row.latencies_ms.sort_by(f64::total_cmp);
     }
-    let mut samples = samples.to_vec();
-    samples.sort_by_key(|s| s.at);
     Series {
         seconds,
         fault,
@@ -318,6 +335,15 @@ impl Series {
         median(&p99s)
     }
 
+    /// Calls breaker `i`'s owner made to its next hop over the run, or in the fault window.
+    pub fn calls(&self, i: usize, fault_only: bool) -> u64 {
+        self.seconds
+            .iter()
+            .filter(|s| s.in_fault || !fault_only)
+            .map(|s| s.calls.get(i).copied().unwrap_or(0))
+            .sum()
+    }
+
     /// Seconds in which breaker `i` was seen open (or half-open) at least once.
     pub fn open_seconds(&self, i: usize) -> u64 {
         self.seconds
@@ -336,6 +362,10 @@ impl Series {
         out.push_str(",errors,availability_pct,p50_ms,p99_ms,max_ms,in_fault");
         for name in BREAKERS {
             out.push_str(",breaker_");
+            out.push_str(&name.replace("->", "_"));
+        }
+        for name in BREAKERS {
+            out.push_str(",calls_");
             out.push_str(&name.replace("->", "_"));
         }
         out.push('\n');
@@ -358,6 +388,9 @@ impl Series {
             );
             for state in s.breakers {
                 let _ = write!(out, ",{}", state.map(Seen::name).unwrap_or(""));
+            }
+            for calls in s.calls {
+                let _ = write!(out, ",{calls}");
             }
             out.push('\n');
         }
@@ -402,6 +435,7 @@ mod tests {
             at: Duration::from_millis(at_ms),
             breaker,
             state,
+            calls: 0,
         }
     }
 
@@ -482,6 +516,30 @@ mod tests {
     }
 
     #[test]
+    fn calls_per_second_are_the_growth_of_the_breakers_totals() {
+        let at = |ms, breaker, calls| BreakerSample {
+            calls,
+            ..sample(ms, breaker, Seen::Closed)
+        };
+        // Totals already at 3 before the run (warm-up): a baseline, not calls of second 0.
+        let samples = [
+            at(0, 1, 3),
+            at(500, 1, 13),
+            at(1_200, 1, 40),
+            at(1_900, 1, 100),
+            at(2_500, 1, 100),
+            at(2_600, 0, 7),
+            at(3_100, 0, 9),
+        ];
+        let series = aggregate(4, FAULT, &[], &samples);
+        let calls: Vec<_> = series.seconds.iter().map(|s| s.calls).collect();
+        assert_eq!(calls, [[0, 10], [0, 87], [0, 0], [2, 0]]);
+        assert_eq!(series.calls(1, false), 97);
+        assert_eq!(series.calls(1, true), 87);
+        assert_eq!(series.calls(0, true), 0);
+    }
+
+    #[test]
     fn a_fault_switched_on_a_few_ms_late_still_owns_its_first_second() {
         let late = Window {
             start_s: 1.004,
@@ -549,9 +607,11 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3, "{csv}");
         assert!(lines[0].starts_with("second,requests,ok,fallbacks,http_4xx"));
-        assert!(lines[0].ends_with("breaker_order_payment,breaker_payment_shipment"));
+        assert!(lines[0].ends_with(
+            "breaker_order_payment,breaker_payment_shipment,calls_order_payment,calls_payment_shipment"
+        ));
         assert!(lines[2].starts_with("1,1,0,0,1,"), "{}", lines[2]);
-        assert!(lines[2].ends_with(",true,open,"), "{}", lines[2]);
+        assert!(lines[2].ends_with(",true,open,,0,0"), "{}", lines[2]);
         let columns = lines[0].split(',').count();
         assert!(lines.iter().all(|l| l.split(',').count() == columns));
     }
