@@ -25,7 +25,7 @@ enum Command {
     /// Start the stack, load it, inject a fault mid-run, and chart availability, p99 and breaker
     /// states (CSV, PNG, SVG); `--matrix` compares none / timeouts / +breakers / +retries.
     /// Service logs are off unless RUST_LOG is set.
-    Simulate(saga::simulate::SimulateArgs),
+    Simulate(Box<saga::simulate::SimulateArgs>),
 }
 
 #[tokio::main]
@@ -50,7 +50,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Load(args) => saga::load::run(args).await.map(drop),
-        Command::Simulate(args) => saga::simulate::run(args).await.map(drop),
+        Command::Simulate(args) => saga::simulate::run(*args).await.map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

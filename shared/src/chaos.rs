@@ -212,7 +212,7 @@ mod tests {
             ..Faults::default()
         };
         let chaos = Chaos::default();
-        let mut draws = |seed| {
+        let draws = |seed| {
             let f = faults(seed);
             chaos.set("test", f.clone());
             (0..40)
