@@ -149,7 +149,7 @@ struct Poll {
     state: Seen,
     opens: u64,
     half_opens: u64,
-    /// Calls that reached the next hop: answered, failed or timed out (not rejected).
+    /// Requests sent to the next hop so far, counted as they leave (not the ones rejected).
     calls: u64,
 }
 
@@ -160,9 +160,6 @@ async fn poll(client: &reqwest::Client, url: &str) -> Option<Poll> {
         state: Seen::parse(breaker["state"].as_str()?)?,
         opens: breaker["totals"]["open"].as_u64().unwrap_or(0),
         half_opens: breaker["totals"]["halfOpen"].as_u64().unwrap_or(0),
-        calls: ["success", "failure", "timeout"]
-            .iter()
-            .map(|k| breaker["totals"][*k].as_u64().unwrap_or(0))
-            .sum(),
+        calls: body["next_hop_calls"].as_u64().unwrap_or(0),
     })
 }

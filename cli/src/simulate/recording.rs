@@ -137,8 +137,8 @@ pub struct BreakerSample {
     /// Index into [`BREAKERS`].
     pub breaker: usize,
     pub state: Seen,
-    /// The breaker's calls that reached its next hop so far (answered, failed or timed out):
-    /// what the callee felt, retries and re-drives included.
+    /// Requests the breaker's owner sent to its next hop so far (`next_hop_calls`, counted as
+    /// they leave): what the callee felt, retries and re-drives included.
     pub calls: u64,
 }
 

@@ -61,5 +61,6 @@ pub(super) async fn breaker(State(state): State<Arc<AppState>>) -> Json<serde_js
         "service": state.service,
         "next_hop": state.hop.as_ref().map(|h| h.url().as_str()),
         "breaker": state.hop.as_ref().map(|h| h.breaker().snapshot()),
+        "next_hop_calls": state.hop.as_ref().map(|h| h.sent()),
     }))
 }
