@@ -115,15 +115,16 @@ async fn during_a_real_outage_unbudgeted_retries_multiply_the_calls_and_the_budg
         &[
             "outage",
             // Enough calls in the fault that the budget's floor (10 retries per hop) is small
-            // beside its 10 % share: about 240 first attempts, so the budget allows ~1.15×.
+            // beside its 10 % share: about 200 first attempts, so the budget allows ~1.16×. At
+            // a rate a debug build keeps up with on two cores (the `load` tests use 20–25).
             "--duration",
-            "9",
+            "11",
             "--rate",
-            "30",
+            "20",
             "--fault-start",
             "1",
             "--fault-length",
-            "8",
+            "10",
             "--window-ms",
             "1000",
             "--seed",
