@@ -1,17 +1,19 @@
-//! `saga simulate`: show what timeouts, breakers and retries do during an outage, with numbers.
+//! `saga simulate`: the *Release It!* outage simulator's story, with numbers.
 //!
 //! A simulation starts the whole chain in this process (as `saga up` does, with a throwaway
-//! store), drives it with the open-loop load generator of `saga load`, and in the middle of the
-//! run switches a fault on in one service through its `/chaos` API — the service fails, slows
-//! down or hangs as if it really did. Meanwhile it polls each breaker's state. Afterwards every
-//! request is filed under the second it was scheduled in and the run becomes a per-second
-//! series (availability, p50/p99, errors by class, worst breaker state), written as CSV and
-//! drawn as a PNG and an SVG.
+//! store), drives it with the open-loop load generator of `saga load` through a client with a
+//! deadline (its SLA), and in the middle of the run makes one service fail for real: its
+//! listener is stopped (connection refused), or a fault is switched on through its `/chaos`
+//! API (slow, hanging, failing). Meanwhile it polls each breaker and counts the calls that
+//! reach the faulty service. Afterwards every request is filed under the second it was
+//! scheduled in and the run becomes a per-second series (availability, p50/p99, errors by
+//! class, worst breaker state, calls to each next hop), written as CSV and drawn as PNG and SVG.
 //!
-//! `--matrix` repeats the same scenario for none / timeouts / timeouts+breakers /
-//! timeouts+breakers+retries, each on a fresh stack, and compares them in one table and chart.
-//! The claim it makes checkable: during a hang, breakers keep p99 far below what timeouts alone
-//! give, without costing availability.
+//! Protections are off unless asked, as in the original (`--timeout`, `--circuit-breakers`,
+//! `--retries`, `--retry-budget`), and `--no-fallback` turns graceful degradation off, so
+//! availability can fall. `--matrix` repeats the scenario for none / timeouts /
+//! timeouts+breakers / timeouts+retries / timeouts+retries+budget, each on a fresh stack, and
+//! compares them in one table and chart. `--seed` fixes arrivals, fault draws and jitter.
 //!
 //! The pieces, one concept each: [`settings`] (flags and their checks), [`scenario`] (the fault
 //! and the setup as data), [`run`] (one run on a fresh stack), [`probe`] (the `/chaos` and
@@ -24,6 +26,7 @@ pub mod recording;
 pub mod run;
 pub mod scenario;
 pub mod settings;
+pub mod span;
 pub mod summary;
 
 pub use settings::{InvalidArgs, Settings, SimulateArgs};
