@@ -23,7 +23,8 @@ enum Command {
     /// Drive POST /create at a constant arrival rate and report latency percentiles.
     Load(saga::load::LoadArgs),
     /// Start the stack, load it, inject a fault mid-run, and chart availability, p99 and breaker
-    /// states (CSV, PNG, SVG); `--matrix` compares none / timeouts / +breakers / +retries.
+    /// states (CSV, PNG, SVG); `--matrix` compares none / timeouts / +breakers / +retries /
+    /// +retries within a budget.
     /// Service logs are off unless RUST_LOG is set.
     Simulate(Box<saga::simulate::SimulateArgs>),
 }
