@@ -74,6 +74,7 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<Advice> {
         // counts as a failure, as the breaker would count it.
         timeout: Duration::from_secs(10),
         limit: 10_000,
+        spacing: load::Spacing::Even,
     };
     let client = reqwest::Client::builder()
         .timeout(plan.timeout)

@@ -13,6 +13,7 @@ use crate::retry::{self, RetryBudget, Verdict};
 use crate::saga::SagaId;
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Client, Url};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -120,6 +121,8 @@ pub struct Hop {
     breaker: Arc<Breaker>,
     retry: RetryConfig,
     budget: RetryBudget,
+    /// Requests sent to the next hop (admitted by the breaker), counted as they leave.
+    sent: AtomicU64,
 }
 
 impl Hop {
@@ -138,7 +141,8 @@ impl Hop {
             client,
             breaker,
             retry,
-            budget: RetryBudget::default(),
+            budget: RetryBudget::seeded(retry.seed),
+            sent: AtomicU64::new(0),
         })
     }
 
@@ -148,6 +152,13 @@ impl Hop {
 
     pub fn breaker(&self) -> &Arc<Breaker> {
         &self.breaker
+    }
+
+    /// Requests sent to the next hop so far: every attempt the breaker admitted (retries,
+    /// re-drives and compensations included), counted when it is sent, so a call its caller
+    /// gave up on still counts. What the next hop felt, for `GET /breaker` and the simulator.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// The idempotency key for the call a record of `service` with id `saga` makes: the same
@@ -254,6 +265,7 @@ impl Hop {
                     Some(body) => req.header(CONTENT_TYPE, "application/json").json(body),
                     None => req.header(CONTENT_LENGTH, "0"),
                 };
+                self.sent.fetch_add(1, Ordering::Relaxed);
                 let res = req.send().await.map_err(classify)?;
                 let status = res.status();
                 let bytes = res.bytes().await.map_err(classify)?;

@@ -66,5 +66,6 @@ pub(super) fn breaker_body(state: &AppState) -> serde_json::Value {
         "service": state.service,
         "next_hop": state.hop.as_ref().map(|h| h.url().as_str()),
         "breaker": state.hop.as_ref().map(|h| h.breaker().snapshot()),
+        "next_hop_calls": state.hop.as_ref().map(|h| h.sent()),
     })
 }

@@ -12,6 +12,7 @@
 mod crash;
 mod load;
 mod simulate;
+mod simulate_story;
 mod story;
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};

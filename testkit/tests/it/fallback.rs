@@ -66,3 +66,32 @@ async fn with_the_default_fallback_the_same_failure_answers_degraded() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn breaker_counts_the_calls_sent_to_the_next_hop_even_those_given_up_on() {
+    let stack = TestStack::embedded(
+        &[("CHAOS_ENABLED", "true"), ("BREAKER_TIMEOUT_MS", "100")],
+        &[],
+    )
+    .await;
+    let s = &stack;
+    let calls = |svc| async move { s.get(svc, "/breaker").await.json["next_hop_calls"].clone() };
+    assert_eq!(calls(Svc::Payment).await, 0);
+    // Shipment answers after 300 ms: payment gives up at 100 ms, but the call was sent.
+    let slow = s
+        .http
+        .put(format!("{}/chaos", s.url(Svc::Shipment)))
+        .header("content-type", "application/json")
+        .body(r#"{"latency_ms": 300}"#)
+        .send()
+        .await
+        .expect("PUT /chaos");
+    assert_eq!(slow.status(), 200);
+    let r = s.post(Svc::Payment, "/create", &seed()["payment"]).await;
+    assert_eq!(r.json["fallback"]["reason"], "timeout", "{}", r.text);
+    assert_eq!(calls(Svc::Payment).await, 1);
+    assert_eq!(calls(Svc::Order).await, 0);
+    // The last hop calls nobody.
+    assert_eq!(calls(Svc::Shipment).await, serde_json::Value::Null);
+    stack.stop().await;
+}
