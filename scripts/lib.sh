@@ -7,6 +7,7 @@
 # in seconds:
 #   ferretdb   built from the Go module proxy (the MongoDB-wire server the tests talk to)
 #   httpyac    npm package installed into its own prefix (runs http-tests/*.http)
+#   chaostoolkit  PyPI package in its own virtualenv (runs experiments/*.json)
 #   redis-server, docker-compose, curl, postgresql   Debian packages, installed only when missing
 #
 # FerretDB runs on SQLite (files in a directory) or on PostgreSQL (a throw-away cluster this
@@ -177,6 +178,25 @@ ensure_schemathesis() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
         "schemathesis==$SCHEMATHESIS_VERSION" >&2 || return 1
     "$SCHEMATHESIS_BIN" --version >/dev/null
+}
+
+# ensure_chaostoolkit: sets CHAOS_BIN, installing the pinned Chaos Toolkit (the `chaos` CLI from
+# PyPI) into a cached virtualenv the first time.
+CHAOSTOOLKIT_VERSION=${CHAOSTOOLKIT_VERSION:-1.19.0}
+ensure_chaostoolkit() {
+    local venv=$SAGA_CACHE/venv/chaostoolkit-$CHAOSTOOLKIT_VERSION
+    CHAOS_BIN=$venv/bin/chaos
+    if [[ -x $CHAOS_BIN ]] && "$CHAOS_BIN" --version >/dev/null 2>&1; then
+        return 0
+    fi
+    if ! python3 -m venv "$venv" >&2; then
+        apt_install python3-venv || return 1
+        python3 -m venv "$venv" >&2 || return 1
+    fi
+    log "pip install chaostoolkit==$CHAOSTOOLKIT_VERSION into ${venv/#"$HOME"/\~}"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        "chaostoolkit==$CHAOSTOOLKIT_VERSION" >&2 || return 1
+    "$CHAOS_BIN" --version >/dev/null
 }
 
 # ensure_postgres: sets POSTGRES_BIN_DIR to the newest /usr/lib/postgresql/*/bin (Debian's

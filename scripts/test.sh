@@ -8,7 +8,8 @@
 # Steps: 1 tools (install what is missing, build FerretDB once) · 2 fmt, clippy · 3 databases
 # (FerretDB on SQLite and on PostgreSQL + Redis, or testcontainers where Docker works) · 4 build,
 # cargo test (on FerretDB/SQLite), the MongoDB-path suites again on FerretDB/PostgreSQL · 5 httpyac
-# against a live `saga up` stack · 6 docker-compose config. Servers' logs go to
+# against a live `saga up` stack · 6 docker-compose config · 7 watch (scripts/steps/h14-watch.sh:
+# the Grafana dashboard on a real Prometheus, the live page in headless Chromium). Servers' logs go to
 # target/test-logs/; on failure their last lines are printed. Everything started is stopped on
 # exit, and the exit status is non-zero if any step failed.
 #
@@ -151,6 +152,14 @@ rm -f "$SAGA_LOG_DIR"/*.log "$SAGA_LOG_DIR"/*.totals
 
 # ---------------------------------------------------------------------------------------------
 # Steps
+# shellcheck source=scripts/steps/h14-watch.sh
+source "$SAGA_ROOT/scripts/steps/h14-watch.sh"
+
+# shellcheck source=scripts/steps/h13-chaos.sh
+source "$SAGA_ROOT/scripts/steps/h13-chaos.sh"
+
+# shellcheck source=scripts/steps/h14-story.sh
+source "$SAGA_ROOT/scripts/steps/h14-story.sh"
 
 # shellcheck source=scripts/steps/h12-trust.sh
 source "$SAGA_ROOT/scripts/steps/h12-trust.sh"
@@ -235,7 +244,8 @@ step_cargo_test_pg() {
 }
 
 # The stack the .http files talk to: `saga up` with all three services on free ports, a fresh
-# database, and no injected errors, so every assertion is strict (inject_err=0).
+# database, and no injected errors, so every assertion is strict (inject_err=0). The same files
+# run again on docker-compose.yaml's environment in step http-compose (scripts/steps/h14-story.sh).
 # Runs in soft's subshell, with its own list of started processes and its own EXIT trap, so the
 # stack is stopped however the step ends, and the parent's servers are left to the parent.
 step_http_tests() {
@@ -254,7 +264,8 @@ step_http_tests() {
     [[ -x $saga_bin ]] || die "$saga_bin not built"
     { read -r op && read -r pp && read -r sp; } < <(free_ports 3)
 
-    local -a stack_env=(INJECT_ERR=0 "RUST_LOG=${RUST_LOG:-info}" NO_COLOR=1)
+    # CHAOS_ENABLED: http-tests/breaker.http drives the breaker through shipment's /chaos.
+    local -a stack_env=(INJECT_ERR=0 CHAOS_ENABLED=true "RUST_LOG=${RUST_LOG:-info}" NO_COLOR=1)
     local store=mongo
     if [[ -n ${MONGODB_URI:-} ]]; then
         stack_env+=("MONGO_URL=$MONGODB_URI" "MONGO_DB=httpyac_$(date +%s)_$RANDOM")
@@ -343,3 +354,6 @@ soft http "httpyac and schemathesis against a live stack" step_http_tests
 soft signed-http "httpyac over signed hops (HOP_SECRET)" step_signed_http
 read_totals
 soft compose "docker-compose config" step_compose
+soft chaos "Chaos Toolkit: shipment down, before and after" step_chaos_experiment
+soft watch "Grafana dashboard on a real Prometheus, live page in headless Chromium" step_watch
+soft http-compose "httpyac on docker-compose.yaml's environment (injection on)" step_compose_http_tests

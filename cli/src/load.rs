@@ -56,6 +56,18 @@ pub struct LoadArgs {
     pub body: Option<PathBuf>,
 }
 
+/// How the scheduled requests are spread over the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Spacing {
+    /// Request `i` at `i / rate`.
+    #[default]
+    Even,
+    /// As many requests at instants drawn uniformly from the run by a generator seeded with
+    /// `seed` (a Poisson process with that many arrivals): bursts and lulls, the same ones
+    /// for the same seed.
+    Random { seed: u64 },
+}
+
 /// What one run should do: how fast, how long, and how much to tolerate.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
@@ -67,6 +79,7 @@ pub struct Plan {
     pub timeout: Duration,
     /// Most requests in flight at once.
     pub limit: usize,
+    pub spacing: Spacing,
 }
 
 impl Plan {
@@ -75,9 +88,24 @@ impl Plan {
         (self.rate * self.duration.as_secs_f64()).round() as u64
     }
 
-    /// When request `i` is due, counted from `start`.
-    fn due(&self, start: Instant, i: u64) -> Instant {
-        start + Duration::from_secs_f64(i as f64 / self.rate)
+    /// Every request's due time from the start, in order.
+    pub fn offsets(&self) -> Vec<Duration> {
+        let n = self.scheduled();
+        match self.spacing {
+            Spacing::Even => (0..n)
+                .map(|i| Duration::from_secs_f64(i as f64 / self.rate))
+                .collect(),
+            Spacing::Random { seed } => {
+                use rand::{RngExt, SeedableRng};
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let nanos = u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX);
+                let mut at: Vec<Duration> = (0..n)
+                    .map(|_| Duration::from_nanos(rng.random_range(0..nanos.max(1))))
+                    .collect();
+                at.sort_unstable();
+                at
+            }
+        }
     }
 }
 
@@ -184,6 +212,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<Report> {
         duration: Duration::from_secs(args.duration),
         timeout: Duration::from_millis(args.timeout_ms),
         limit: args.concurrency_limit,
+        spacing: Spacing::Even,
     };
     let client = reqwest::Client::builder()
         .timeout(plan.timeout)
@@ -276,8 +305,8 @@ fn schedule(
     progress: Option<ProgressBar>,
 ) {
     let in_flight = Arc::new(Semaphore::new(plan.limit.min(Semaphore::MAX_PERMITS)));
-    for i in 0..plan.scheduled() {
-        let due = plan.due(start, i);
+    for offset in plan.offsets() {
+        let due = start + offset;
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
@@ -481,9 +510,30 @@ mod tests {
             duration: Duration::from_secs(2),
             timeout: Duration::from_secs(1),
             limit: 10,
+            spacing: Spacing::Even,
         };
         assert_eq!(plan.scheduled(), 200);
-        let start = Instant::now();
-        assert_eq!(plan.due(start, 50) - start, Duration::from_millis(500));
+        assert_eq!(plan.offsets()[50], Duration::from_millis(500));
+    }
+
+    #[test]
+    fn random_arrivals_follow_the_seed_and_stay_in_the_run() {
+        let plan = |seed| Plan {
+            rate: 50.0,
+            duration: Duration::from_secs(4),
+            timeout: Duration::from_secs(1),
+            limit: 10,
+            spacing: Spacing::Random { seed },
+        };
+        let a = plan(3).offsets();
+        assert_eq!(a.len(), 200);
+        assert_eq!(a, plan(3).offsets());
+        assert_ne!(a, plan(4).offsets());
+        assert!(a.windows(2).all(|w| w[0] <= w[1]), "in order");
+        assert!(a.iter().all(|d| *d < Duration::from_secs(4)));
+        // Not the even spacing: some gaps are far shorter, some far longer than 20 ms.
+        let gaps: Vec<Duration> = a.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().any(|g| *g < Duration::from_millis(5)));
+        assert!(gaps.iter().any(|g| *g > Duration::from_millis(50)));
     }
 }

@@ -23,9 +23,14 @@ enum Command {
     /// Drive POST /create at a constant arrival rate and report latency percentiles.
     Load(saga::load::LoadArgs),
     /// Start the stack, load it, inject a fault mid-run, and chart availability, p99 and breaker
-    /// states (CSV, PNG, SVG); `--matrix` compares none / timeouts / +breakers / +retries.
+    /// states (CSV, PNG, SVG); `--matrix` compares none / timeouts / +breakers / +retries /
+    /// +retries within a budget.
     /// Service logs are off unless RUST_LOG is set.
-    Simulate(saga::simulate::SimulateArgs),
+    Simulate(Box<saga::simulate::SimulateArgs>),
+    /// Measure a healthy hop under load and recommend breaker settings (timeout, window, min
+    /// calls, threshold, retries) that detect its outage within a target, with the expected
+    /// detection time and false-open rate.
+    Advise(saga::advise::AdviseArgs),
 }
 
 #[tokio::main]
@@ -50,7 +55,8 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Load(args) => saga::load::run(args).await.map(drop),
-        Command::Simulate(args) => saga::simulate::run(args).await.map(drop),
+        Command::Simulate(args) => saga::simulate::run(*args).await.map(drop),
+        Command::Advise(args) => saga::advise::run(args).await.map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,6 +64,7 @@ async fn main() -> ExitCode {
             eprintln!("saga: {e:#}");
             if e.downcast_ref::<shared::config::ConfigError>().is_some()
                 || e.downcast_ref::<saga::simulate::InvalidArgs>().is_some()
+                || e.downcast_ref::<saga::advise::model::NoAdvice>().is_some()
             {
                 ExitCode::from(2)
             } else {

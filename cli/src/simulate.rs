@@ -1,17 +1,19 @@
-//! `saga simulate`: show what timeouts, breakers and retries do during an outage, with numbers.
+//! `saga simulate`: the *Release It!* outage simulator's story, with numbers.
 //!
 //! A simulation starts the whole chain in this process (as `saga up` does, with a throwaway
-//! store), drives it with the open-loop load generator of `saga load`, and in the middle of the
-//! run switches a fault on in one service through its `/chaos` API — the service fails, slows
-//! down or hangs as if it really did. Meanwhile it polls each breaker's state. Afterwards every
-//! request is filed under the second it was scheduled in and the run becomes a per-second
-//! series (availability, p50/p99, errors by class, worst breaker state), written as CSV and
-//! drawn as a PNG and an SVG.
+//! store), drives it with the open-loop load generator of `saga load` through a client with a
+//! deadline (its SLA), and in the middle of the run makes one service fail for real: its
+//! listener is stopped (connection refused), or a fault is switched on through its `/chaos`
+//! API (slow, hanging, failing). Meanwhile it polls each breaker and counts the calls that
+//! reach the faulty service. Afterwards every request is filed under the second it was
+//! scheduled in and the run becomes a per-second series (availability, p50/p99, errors by
+//! class, worst breaker state, calls to each next hop), written as CSV and drawn as PNG and SVG.
 //!
-//! `--matrix` repeats the same scenario for none / timeouts / timeouts+breakers /
-//! timeouts+breakers+retries, each on a fresh stack, and compares them in one table and chart.
-//! The claim it makes checkable: during a hang, breakers keep p99 far below what timeouts alone
-//! give, without costing availability.
+//! Protections are off unless asked, as in the original (`--timeout`, `--circuit-breakers`,
+//! `--retries`, `--retry-budget`), and `--no-fallback` turns graceful degradation off, so
+//! availability can fall. `--matrix` repeats the scenario for none / timeouts /
+//! timeouts+breakers / timeouts+retries / timeouts+retries+budget, each on a fresh stack, and
+//! compares them in one table and chart. `--seed` fixes arrivals, fault draws and jitter.
 //!
 //! The pieces, one concept each: [`settings`] (flags and their checks), [`scenario`] (the fault
 //! and the setup as data), [`run`] (one run on a fresh stack), [`probe`] (the `/chaos` and
@@ -24,6 +26,7 @@ pub mod recording;
 pub mod run;
 pub mod scenario;
 pub mod settings;
+pub mod span;
 pub mod summary;
 
 pub use settings::{InvalidArgs, Settings, SimulateArgs};
@@ -50,7 +53,11 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     let text = if settings.json {
         format!("{}\n", serde_json::to_string_pretty(&outcome.document)?)
     } else {
-        let mut text = format!("\n{}\n", summary::table(&outcome.document.runs));
+        let mut text = format!(
+            "\n{}\nseed {}\n",
+            summary::table(&outcome.document.runs),
+            outcome.document.seed
+        );
         for file in &outcome.files {
             text.push_str(&format!("wrote {}\n", file.display()));
         }
@@ -71,6 +78,12 @@ pub async fn simulate(settings: &Settings, quiet: bool) -> anyhow::Result<Outcom
     std::fs::create_dir_all(&settings.out)
         .with_context(|| format!("creating {}", settings.out.display()))?;
     let scenario = scenario_label(settings);
+    if !quiet {
+        eprintln!(
+            "seed {} (repeat this run with --seed {})",
+            settings.seed, settings.seed
+        );
+    }
     let mut runs = Vec::new();
     let mut files = Vec::new();
     for (i, setup) in settings.setups.iter().enumerate() {
@@ -101,7 +114,10 @@ pub async fn simulate(settings: &Settings, quiet: bool) -> anyhow::Result<Outcom
         files.push(stem.with_extension("svg"));
         runs.push(result);
     }
-    let summaries: Vec<Summary> = runs.iter().map(Summary::of).collect();
+    let summaries: Vec<Summary> = runs
+        .iter()
+        .map(|r| Summary::of(r, settings.target))
+        .collect();
     let document = Document::new(settings, summaries);
     let name = if settings.matrix {
         format!("{}-matrix", settings.scenario.name())
@@ -134,6 +150,7 @@ pub async fn simulate(settings: &Settings, quiet: bool) -> anyhow::Result<Outcom
             &format!("matrix — {scenario}"),
             &labelled,
             settings.duration.as_secs_f64(),
+            settings.target.caller_breaker(),
         )?;
         files.push(stem.with_extension("png"));
         files.push(stem.with_extension("svg"));
@@ -145,18 +162,25 @@ pub async fn simulate(settings: &Settings, quiet: bool) -> anyhow::Result<Outcom
     })
 }
 
-/// `outage (hang) on shipment 10–20 s, 50 req/s, hop timeout 300 ms`
+/// `outage (hang) on shipment 10–20 s, 50 req/s, hop timeout 300ms, client 1s, seed 7`
 fn scenario_label(settings: &Settings) -> String {
     let w = settings.fault_window;
     format!(
-        "{} ({}) on {} {}–{} s, {} req/s, hop timeout {} ms",
+        "{} ({}) on {} {}–{} s, {} req/s, hop timeout {}, client {}{}, seed {}",
         settings.scenario.name(),
         settings.fault.describe(),
         settings.target.name(),
         trim(w.start_s),
         trim(w.end_s),
         trim(settings.rate),
-        settings.hop_timeout.as_millis()
+        settings::show(settings.hop_timeout),
+        settings::show(settings.client_timeout),
+        if settings.fallback {
+            ""
+        } else {
+            ", no fallback"
+        },
+        settings.seed
     )
 }
 

@@ -164,6 +164,7 @@ fn half_open(c: &mut Criterion) {
         BreakerConfig {
             min_calls: 1,
             reset: Duration::from_millis(1),
+            reset_jitter: Duration::ZERO,
             timeout: Duration::from_secs(3600),
             ..BreakerConfig::default()
         },

@@ -40,16 +40,21 @@
 //! with the `BREAKER_*` variables they are read from), `error` (what counts as a failure, and
 //! what a caller gets back), `events` (the literal event names, their totals, metrics and log
 //! lines), `snapshot` (the read model behind `GET /breaker`), [`machine`] and [`policy`] (the
-//! state machine and the rolling window), [`redis`] (the shared state) and `distributed` (the
+//! state machine, and the rolling window with its rate and count rules), [`jitter`] (the reset
+//! jitter's distributions), [`redis`] (the shared state) and `distributed` (the
 //! call path that asks Redis first). This file is the [`Breaker`] itself and its in-memory call
-//! path; unit tests are in `tests`.
+//! path, including the slow-call policy's part (a call still running at the slow line is
+//! recorded as a failure then and there); unit tests are in `tests` and `policy_tests`.
 
 mod config;
 mod distributed;
 mod error;
 mod events;
+pub mod jitter;
 pub mod machine;
 pub mod policy;
+#[cfg(test)]
+mod policy_tests;
 pub mod redis;
 mod snapshot;
 #[cfg(test)]
@@ -64,9 +69,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use config::{BreakerBackend, BreakerConfig};
+pub use config::{BreakerBackend, BreakerConfig, BreakerPolicy};
 pub use error::{BreakerBuildError, BreakerError, Failure};
-pub use events::EventTotals;
+pub use events::{EventTotals, Note, NOTES};
+pub use jitter::Jitter;
 pub use machine::BreakerState;
 pub use policy::WindowStats;
 pub use snapshot::{Backend, BreakerSnapshot};
@@ -74,7 +80,7 @@ pub use snapshot::{Backend, BreakerSnapshot};
 use crate::env;
 use events::{Change, Event, Instrument};
 use machine::{Admission, Machine, Permit, State, Transition};
-use policy::{ResetBackoff, RollingWindow};
+use policy::{ResetBackoff, RollingWindow, Trip};
 use redis::{Clock, Shared, SystemClock};
 
 struct Inner {
@@ -113,14 +119,8 @@ impl std::fmt::Debug for Breaker {
 impl Breaker {
     /// A closed in-memory breaker called `name` (e.g. `payment->shipment`).
     pub fn new(name: impl Into<String>, cfg: BreakerConfig) -> Self {
-        let backoff = ResetBackoff::new(cfg.reset, cfg.reset_jitter);
-        let policy = RollingWindow::new(
-            cfg.window,
-            cfg.min_calls,
-            cfg.error_threshold_pct,
-            backoff,
-            Instant::now(),
-        );
+        let backoff = ResetBackoff::of(&cfg);
+        let policy = RollingWindow::new(cfg.window, Trip::of(&cfg), backoff, Instant::now());
         Self {
             instrument: Instrument::new(name.into()),
             closed: CacheLine(AtomicBool::new(true)),
@@ -164,6 +164,18 @@ impl Breaker {
     /// The breaker's name.
     pub fn name(&self) -> &str {
         self.instrument.name()
+    }
+
+    /// A receiver of this breaker's events from now on (all but `success`), for the live
+    /// page. Bounded: a receiver more than [`NOTES`] behind skips the oldest
+    /// (`RecvError::Lagged`), so a slow reader never holds a call up.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Note> {
+        self.instrument.subscribe()
+    }
+
+    /// How many receivers from [`subscribe`](Self::subscribe) are alive.
+    pub fn watchers(&self) -> usize {
+        self.instrument.watchers()
     }
 
     /// The breaker's configuration.
@@ -217,7 +229,19 @@ impl Breaker {
         let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
         let outcome = match first {
             Poll::Ready(result) => Some(result),
-            Poll::Pending => tokio::time::timeout(budget, fut).await.ok(),
+            Poll::Pending => match self.slow_line(budget) {
+                None => tokio::time::timeout(budget, fut).await.ok(),
+                Some(slow) => match tokio::time::timeout(slow, fut.as_mut()).await {
+                    Ok(result) => Some(result),
+                    Err(_) => {
+                        // Still running at the slow line: that is the verdict on this call,
+                        // recorded now (an open breaker must not wait for a hang to end).
+                        permit.failed(Event::Slow, slow);
+                        let rest = tokio::time::timeout(budget - slow, fut).await;
+                        return unrecorded(rest.ok(), budget);
+                    }
+                },
+            },
         };
 
         match outcome {
@@ -238,6 +262,12 @@ impl Breaker {
                 Err(BreakerError::Timeout(budget))
             }
         }
+    }
+
+    /// With the slow-call policy, when a call still running counts as slow: only when that is
+    /// before its budget runs out (a shorter budget times out first and counts as a timeout).
+    fn slow_line(&self, budget: Duration) -> Option<Duration> {
+        self.cfg.policy.slow_call().filter(|slow| *slow < budget)
     }
 
     /// The caller degraded (answered without the hop): logs event `fallback` with the
@@ -371,6 +401,16 @@ impl Breaker {
             self.lock().machine.release(permit);
             self.instrument.trial_released();
         }
+    }
+}
+
+/// The result of a call already recorded as slow: what the hop said, or a timeout, without
+/// counting it a second time.
+fn unrecorded<T, E>(outcome: Option<Result<T, E>>, budget: Duration) -> Result<T, BreakerError<E>> {
+    match outcome {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(e)) => Err(BreakerError::Failed(e)),
+        None => Err(BreakerError::Timeout(budget)),
     }
 }
 

@@ -6,9 +6,16 @@
 //! were down or slow) and can be changed or cleared without a restart. The API exists only with
 //! `CHAOS_ENABLED=true`; with `CHAOS_TOKEN` set every call must carry
 //! `Authorization: Bearer <token>`. Every change is logged (`event = "chaos"`).
+//!
+//! A fault set with a `seed` draws its latencies and failures from that seed's sequence, one
+//! draw per request in arrival order, so an experiment run twice meets the same faults (the
+//! outage simulator's `--seed`); without one the draws come from the OS.
 
 use crate::http::ApiError;
+use rand::rngs::StdRng;
+use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -30,6 +37,9 @@ pub struct Faults {
     /// Never answer (until the server's request timeout or shutdown).
     #[serde(default)]
     pub hang: bool,
+    /// Fixes the sequence of latency and failure draws; unset: random.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// The longest latency the API accepts: a minute.
@@ -69,17 +79,17 @@ impl Faults {
     }
 
     /// The latency to add to one request.
-    pub fn latency(&self) -> Duration {
+    pub fn latency(&self, rng: &mut impl Rng) -> Duration {
         let ms = match self.latency_max_ms {
-            Some(max) if max > self.latency_ms => rand::random_range(self.latency_ms..=max),
+            Some(max) if max > self.latency_ms => rng.random_range(self.latency_ms..=max),
             _ => self.latency_ms,
         };
         Duration::from_millis(ms)
     }
 
     /// Whether this request fails, and with which status.
-    pub fn roll_error(&self) -> Option<u16> {
-        (self.error_rate > 0.0 && rand::random::<f64>() < self.error_rate)
+    pub fn roll_error(&self, rng: &mut impl Rng) -> Option<u16> {
+        (self.error_rate > 0.0 && rng.random::<f64>() < self.error_rate)
             .then(|| self.status.unwrap_or(503))
     }
 }
@@ -87,12 +97,33 @@ impl Faults {
 /// One service's fault switchboard. A watch channel, so requests held by a hang or an added
 /// latency hear about a change: clearing a hang releases the requests it holds, as fixing a
 /// real one would.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Chaos {
     faults: watch::Sender<Faults>,
+    /// The draws of the faults in force: from their `seed`, or from the OS.
+    draws: Mutex<StdRng>,
+}
+
+impl Default for Chaos {
+    fn default() -> Self {
+        Self {
+            faults: watch::Sender::default(),
+            draws: Mutex::new(rand::make_rng()),
+        }
+    }
 }
 
 impl Chaos {
+    /// The next latency draw of `faults`.
+    pub fn latency(&self, faults: &Faults) -> Duration {
+        faults.latency(&mut *self.draws.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The next failure draw of `faults`.
+    pub fn roll_error(&self, faults: &Faults) -> Option<u16> {
+        faults.roll_error(&mut *self.draws.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     pub fn get(&self) -> Faults {
         self.faults.borrow().clone()
     }
@@ -111,8 +142,13 @@ impl Chaos {
             latency_ms = faults.latency_ms,
             latency_max_ms = faults.latency_max_ms,
             hang = faults.hang,
+            seed = faults.seed,
             "faults changed"
         );
+        *self.draws.lock().unwrap_or_else(|p| p.into_inner()) = match faults.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => rand::make_rng(),
+        };
         self.faults.send_replace(faults);
     }
 }
@@ -151,8 +187,9 @@ mod tests {
             latency_max_ms: Some(20),
             ..Faults::default()
         };
+        let rng = &mut rand::rng();
         for _ in 0..100 {
-            let d = f.latency();
+            let d = f.latency(rng);
             assert!((10..=20).contains(&d.as_millis()), "{d:?}");
         }
         let always = Faults {
@@ -160,8 +197,36 @@ mod tests {
             status: Some(500),
             ..Faults::default()
         };
-        assert_eq!(always.roll_error(), Some(500));
-        assert_eq!(Faults::default().roll_error(), None);
+        assert_eq!(always.roll_error(rng), Some(500));
+        assert_eq!(Faults::default().roll_error(rng), None);
         assert!(!Faults::default().is_active());
+    }
+
+    #[test]
+    fn a_seeded_fault_draws_the_same_sequence_each_time_it_is_set() {
+        let faults = |seed| Faults {
+            error_rate: 0.5,
+            latency_ms: 10,
+            latency_max_ms: Some(500),
+            seed: Some(seed),
+            ..Faults::default()
+        };
+        let chaos = Chaos::default();
+        let draws = |seed| {
+            let f = faults(seed);
+            chaos.set("test", f.clone());
+            (0..40)
+                .map(|_| (chaos.latency(&f), chaos.roll_error(&f)))
+                .collect::<Vec<_>>()
+        };
+        let first = draws(7);
+        assert_eq!(
+            first,
+            draws(7),
+            "setting the same seed again restarts the sequence"
+        );
+        assert_ne!(first, draws(8));
+        let failures = first.iter().filter(|(_, e)| e.is_some()).count();
+        assert!((5..=35).contains(&failures), "{failures} of 40 at rate 0.5");
     }
 }

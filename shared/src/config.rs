@@ -8,7 +8,8 @@
 //! own values.
 //!
 //! This file holds the service's own variables (`ID`, `HOST`, `PORT`, `CHAIN_SVC`, `JUMPS`,
-//! `INJECT_ERR`, `ERR_RATE`, `MAX_BODY_BYTES`, `REQUEST_TIMEOUT_MS`, `CHAOS_*`, `LOG_FORMAT`)
+//! `FALLBACK`, `INJECT_ERR`, `ERR_RATE`, `MAX_BODY_BYTES`, `REQUEST_TIMEOUT_MS`, `CHAOS_*`,
+//! `LOG_FORMAT`)
 //! and assembles the sections, each of which reads its own variables next to its struct and
 //! defaults: [`StoreConfig`] (`MONGO_*`, `DATA_DIR`) in `store`, [`BreakerConfig`] and
 //! [`BreakerBackend`] (`BREAKER_*`, `REDIS_URL`) in `breaker`, [`RetryConfig`] (`RETRY_*`) in
@@ -65,6 +66,11 @@ pub struct Config {
     pub chain_svc: Option<Url>,
     /// `JUMPS`: a request whose count reaches this stops the chain (`Last`).
     pub jumps: u32,
+    /// `FALLBACK`: graceful degradation. When the next hop fails (breaker open, timeout, 5xx,
+    /// no connection) the request answers `degraded` and the re-driver finishes it later; with
+    /// `false` it answers 502 `next_hop_failed` instead (the record is kept and re-driven all
+    /// the same), so a caller sees the failure as an outage simulator's client would.
+    pub fallback: bool,
     /// `INJECT_ERR`: fail requests with 502 at random, after persisting.
     pub inject_err: bool,
     /// `ERR_RATE`: the probability of an injected failure.
@@ -125,6 +131,7 @@ impl Config {
         );
         let chain_svc = read_chain_svc(&mut r);
         let jumps = r.u32_in("JUMPS", 6, 1, 1_000_000);
+        let fallback = r.bool("FALLBACK", true);
         let inject_err = r.bool("INJECT_ERR", false);
         let err_rate = r.parse(
             "ERR_RATE",
@@ -143,6 +150,7 @@ impl Config {
             port,
             chain_svc,
             jumps,
+            fallback,
             inject_err,
             err_rate,
             store,
@@ -211,6 +219,7 @@ mod tests {
         assert_eq!(c.id, "order");
         assert_eq!(c.port, 3000);
         assert_eq!(c.jumps, 6);
+        assert!(c.fallback);
         assert!(!c.inject_err);
         assert_eq!(c.err_rate, 0.4);
         assert_eq!(c.breaker.timeout, Duration::from_millis(300));
@@ -258,6 +267,9 @@ mod tests {
         assert!(parse(&[("INJECT_ERR", "TRUE")]).unwrap().inject_err);
         assert!(!parse(&[("INJECT_ERR", "0")]).unwrap().inject_err);
         assert!(parse(&[("INJECT_ERR", "maybe")]).is_err());
+        assert!(!parse(&[("FALLBACK", "false")]).unwrap().fallback);
+        let err = parse(&[("FALLBACK", "sometimes")]).unwrap_err();
+        assert_eq!(err.0[0].var, "FALLBACK");
     }
 
     #[test]

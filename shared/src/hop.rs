@@ -20,6 +20,7 @@ use crate::retry::{self, RetryBudget, Verdict};
 use crate::saga::SagaId;
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Client, Url};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -129,6 +130,8 @@ pub struct Hop {
     budget: RetryBudget,
     /// `HOP_SECRET` and friends: when set, every call is signed with the signing key.
     keys: Option<HopKeys>,
+    /// Requests sent to the next hop (admitted by the breaker), counted as they leave.
+    sent: AtomicU64,
 }
 
 impl Hop {
@@ -148,8 +151,9 @@ impl Hop {
             client,
             breaker,
             retry,
-            budget: RetryBudget::default(),
+            budget: RetryBudget::seeded(retry.seed),
             keys,
+            sent: AtomicU64::new(0),
         })
     }
 
@@ -159,6 +163,13 @@ impl Hop {
 
     pub fn breaker(&self) -> &Arc<Breaker> {
         &self.breaker
+    }
+
+    /// Requests sent to the next hop so far: every attempt the breaker admitted (retries,
+    /// re-drives and compensations included), counted when it is sent, so a call its caller
+    /// gave up on still counts. What the next hop felt, for `GET /breaker` and the simulator.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// The idempotency key for the call a record of `service` with id `saga` makes: the same
@@ -287,6 +298,7 @@ impl Hop {
                     None => req.header(CONTENT_LENGTH, "0"),
                 };
                 let twin = req.try_clone();
+                self.sent.fetch_add(1, Ordering::Relaxed);
                 let mut res = req.send().await.map_err(classify)?;
                 if body.is_some() {
                     match failpoint::fire(Point::Forward) {

@@ -65,6 +65,18 @@ pub enum ApiError {
     /// `INJECT_ERR`: the original demo's random failure, after the record was persisted.
     #[error("injected failure (INJECT_ERR=1, ERR_RATE={rate}); saga {saga_id} was persisted")]
     Injected { rate: f64, saga_id: String },
+    /// `FALLBACK=false` and the next hop failed: no degraded answer. The record was persisted
+    /// and the re-driver finishes it; a retry under the same key carries it on.
+    #[error(
+        "{hop} failed ({reason}): {detail}; FALLBACK=false, so no degraded answer \
+         (saga {saga_id} was persisted and will be re-driven)"
+    )]
+    NextHopFailed {
+        hop: String,
+        reason: String,
+        detail: String,
+        saga_id: String,
+    },
     /// A fault set through `PUT /chaos`: nothing was accepted.
     #[error("fault injected through /chaos ({what}); nothing was accepted")]
     Chaos { status: u16, what: &'static str },
@@ -114,6 +126,7 @@ impl ApiError {
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Injected { .. } => StatusCode::BAD_GATEWAY,
+            Self::NextHopFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::Chaos { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
@@ -135,6 +148,7 @@ impl ApiError {
             Self::Overloaded { .. } => "overloaded",
             Self::DeadlineExceeded { .. } => "deadline_exceeded",
             Self::Injected { .. } => "injected",
+            Self::NextHopFailed { .. } => "next_hop_failed",
             Self::Chaos { .. } => "chaos",
             Self::Unauthorized => "unauthorized",
             Self::HopSignature(Refusal::Missing(_)) => "signature_required",
@@ -151,12 +165,24 @@ impl ApiError {
             Self::BadRequest { field, .. } => field.as_deref(),
             _ => None,
         };
-        serde_json::to_value(ErrorBody {
+        let mut body = serde_json::to_value(ErrorBody {
             error: self.code(),
             message: self.to_string(),
             field,
         })
-        .unwrap_or(serde_json::Value::Null)
+        .unwrap_or(serde_json::Value::Null);
+        if let (
+            Self::NextHopFailed {
+                reason, saga_id, ..
+            },
+            Some(map),
+        ) = (self, body.as_object_mut())
+        {
+            // The short cause (`open`, `timeout`, `connect`, `http 503`, …) for programs.
+            map.insert("reason".into(), reason.clone().into());
+            map.insert("saga_id".into(), saga_id.clone().into());
+        }
+        body
     }
 }
 
@@ -181,9 +207,13 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if let Self::Injected { .. } | Self::Chaos { .. } = self {
             tracing::info!(error = %self, status = status.as_u16(), "injected failure");
-        } else if let Self::Overloaded { .. } | Self::DeadlineExceeded { .. } = self {
-            // One line per shed request would be a log flood exactly when the machine has no
-            // time to spare: the count is in `http_request_duration_seconds{status="503"}`.
+        } else if let Self::Overloaded { .. }
+        | Self::DeadlineExceeded { .. }
+        | Self::NextHopFailed { .. } = self
+        {
+            // One line per shed request (or per request failed by a sick next hop, which the
+            // breaker already logs) would be a log flood exactly when the machine has no time
+            // to spare: the count is in `http_request_duration_seconds{status=…}`.
             tracing::debug!(error = %self, "request shed");
         } else if status.is_server_error() {
             let cause = std::error::Error::source(&self)

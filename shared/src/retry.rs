@@ -12,23 +12,36 @@
 //! a tenth of a token, every retry withdraws one, and a small floor lets a quiet service retry
 //! at all — so retries stay at most about 10 % of calls plus the floor, per hop.
 //!
-//! [`RetryConfig`] (`RETRY_MAX_ATTEMPTS`, `RETRY_BASE_MS`, `RETRY_CAP_MS`) lives here with its
-//! defaults and parsing; the re-driver reuses [`full_jitter`] with its own base and cap.
+//! `RETRY_BUDGET=false` takes the budget away: every failed call is retried up to
+//! `RETRY_MAX_ATTEMPTS`, which is how the outage simulator shows the storm it prevents.
+//! `RETRY_SEED` makes the jitter a fixed sequence per hop, so a simulation can be run again
+//! with the same sleeps.
+//!
+//! [`RetryConfig`] (`RETRY_MAX_ATTEMPTS`, `RETRY_BASE_MS`, `RETRY_CAP_MS`, `RETRY_BUDGET`,
+//! `RETRY_SEED`) lives here with its defaults and parsing; the re-driver reuses [`full_jitter`]
+//! with its own base and cap.
 
 use crate::env::{self, Reader, DAY_MS};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// Retries of a hop call (exponential backoff with full jitter): `RETRY_MAX_ATTEMPTS`,
-/// `RETRY_BASE_MS`, `RETRY_CAP_MS`.
+/// `RETRY_BASE_MS`, `RETRY_CAP_MS`, `RETRY_BUDGET`, `RETRY_SEED`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryConfig {
     /// Attempts in total, the first included: 1 means no retries.
     pub max_attempts: u32,
     pub base: Duration,
     pub cap: Duration,
+    /// `RETRY_BUDGET`: retries stay within the hop's [`RetryBudget`] (the default); `false`
+    /// retries every failure up to `max_attempts`.
+    pub budget: bool,
+    /// `RETRY_SEED`: the jitter's random sequence, fixed per hop; unset draws from the OS.
+    pub seed: Option<u64>,
 }
 
 impl Default for RetryConfig {
@@ -38,19 +51,28 @@ impl Default for RetryConfig {
             max_attempts: 1,
             base: Duration::from_millis(50),
             cap: Duration::from_secs(2),
+            budget: true,
+            seed: None,
         }
     }
 }
 
 impl RetryConfig {
-    /// `RETRY_MAX_ATTEMPTS` (1 to 100), `RETRY_BASE_MS`, and `RETRY_CAP_MS`, which may not be
-    /// below the base.
+    /// `RETRY_MAX_ATTEMPTS` (1 to 100), `RETRY_BASE_MS`, `RETRY_CAP_MS`, which may not be
+    /// below the base, `RETRY_BUDGET` (boolean) and `RETRY_SEED` (a whole number).
     pub fn read(r: &mut Reader<'_>) -> Self {
         let d = Self::default();
         let retry = Self {
             max_attempts: r.u32_in("RETRY_MAX_ATTEMPTS", d.max_attempts, 1, 100),
             base: r.millis("RETRY_BASE_MS", d.base, 1, DAY_MS),
             cap: r.millis("RETRY_CAP_MS", d.cap, 1, DAY_MS),
+            budget: r.bool("RETRY_BUDGET", d.budget),
+            seed: r.parse(
+                "RETRY_SEED",
+                None,
+                "a whole number from 0 to 18446744073709551615",
+                |v| v.parse::<u64>().ok().map(Some),
+            ),
         };
         r.not_below("RETRY_CAP_MS", retry.cap, "RETRY_BASE_MS", retry.base);
         retry
@@ -64,21 +86,39 @@ pub const BUDGET_FLOOR: f64 = 10.0;
 /// The most tokens a hop can save up, so a long quiet spell can't fund a storm later.
 pub const BUDGET_MAX: f64 = 100.0;
 
-/// How many tokens are left for retries, shared by all calls to one hop.
+/// How many tokens are left for retries, shared by all calls to one hop, and the hop's jitter
+/// draws.
 #[derive(Debug)]
 pub struct RetryBudget {
     tokens: Mutex<f64>,
+    jitter: Mutex<StdRng>,
 }
 
 impl Default for RetryBudget {
     fn default() -> Self {
-        Self {
-            tokens: Mutex::new(BUDGET_FLOOR),
-        }
+        Self::seeded(None)
     }
 }
 
 impl RetryBudget {
+    /// A full budget whose jitter follows `seed` (`RETRY_SEED`), or the OS's randomness.
+    pub fn seeded(seed: Option<u64>) -> Self {
+        let rng = match seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => rand::make_rng(),
+        };
+        Self {
+            tokens: Mutex::new(BUDGET_FLOOR),
+            jitter: Mutex::new(rng),
+        }
+    }
+
+    /// The sleep before retry number `attempt + 1`, drawn from this hop's sequence.
+    pub fn jitter(&self, cfg: &RetryConfig, attempt: u32) -> Duration {
+        let mut rng = self.jitter.lock().unwrap_or_else(|p| p.into_inner());
+        jitter_from(&mut *rng, cfg, attempt)
+    }
+
     /// A first attempt was made.
     pub fn deposit(&self) {
         let mut t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,13 +143,17 @@ impl RetryBudget {
 
 /// The sleep before retry number `attempt + 1`: random in `[0, min(cap, base·2^attempt)]`.
 pub fn full_jitter(cfg: &RetryConfig, attempt: u32) -> Duration {
+    jitter_from(&mut rand::rng(), cfg, attempt)
+}
+
+fn jitter_from(rng: &mut impl rand::Rng, cfg: &RetryConfig, attempt: u32) -> Duration {
     let ceiling = cfg
         .base
         .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
         .unwrap_or(cfg.cap)
         .min(cfg.cap);
     let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(rand::random_range(0..=nanos))
+    Duration::from_nanos(rng.random_range(0..=nanos))
 }
 
 /// What a failed attempt means for the next one.
@@ -165,11 +209,11 @@ where
         if let Some(why) = why {
             return (Err(err), attempt + 1, why);
         }
-        let delay = full_jitter(cfg, attempt);
+        let delay = budget.jitter(cfg, attempt);
         if Instant::now() + delay >= deadline {
             return (Err(err), attempt + 1, GaveUp::Deadline);
         }
-        if !budget.withdraw() {
+        if cfg.budget && !budget.withdraw() {
             tracing::warn!(
                 event = "retryBudgetExhausted",
                 hop,
@@ -202,6 +246,7 @@ mod tests {
             max_attempts,
             base: Duration::from_millis(50),
             cap: Duration::from_millis(400),
+            ..RetryConfig::default()
         }
     }
 
@@ -290,6 +335,7 @@ mod tests {
             max_attempts: 5,
             base: Duration::from_secs(1),
             cap: Duration::from_secs(1),
+            ..RetryConfig::default()
         };
         // A zero-length jitter draw could still fit: run until one doesn't, bounded.
         let (_, attempts, why) = run("t", &c, &budget, deadline, transient, |_| async {
@@ -320,5 +366,60 @@ mod tests {
         let allowed = BUDGET_FLOOR + BUDGET_RATIO * f64::from(calls);
         assert!(made <= allowed, "{made} retries for {calls} calls");
         assert!(made >= allowed - 1.0, "the budget should be spent: {made}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_the_budget_every_failure_is_retried_to_the_last_attempt() {
+        let budget = RetryBudget::default();
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let unbudgeted = RetryConfig {
+            budget: false,
+            ..cfg(3)
+        };
+        let retries = AtomicU32::new(0);
+        for _ in 0..200 {
+            let _ = run("t", &unbudgeted, &budget, deadline, transient, |attempt| {
+                if attempt > 0 {
+                    retries.fetch_add(1, Ordering::SeqCst);
+                }
+                async { Err::<(), _>("http 503") }
+            })
+            .await;
+        }
+        assert_eq!(retries.load(Ordering::SeqCst), 400);
+    }
+
+    #[test]
+    fn a_seeded_hop_draws_the_same_jitter_every_time() {
+        let c = cfg(10);
+        let draws = |seed| {
+            let b = RetryBudget::seeded(Some(seed));
+            (0..20).map(|n| b.jitter(&c, n % 4)).collect::<Vec<_>>()
+        };
+        assert_eq!(draws(7), draws(7));
+        assert_ne!(draws(7), draws(8));
+        let b = RetryBudget::seeded(Some(7));
+        assert!((0..50).all(|_| b.jitter(&c, 2) <= Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn retry_budget_and_seed_are_read_and_checked() {
+        let read = |vars: &'static [(&'static str, &'static str)]| {
+            let mut r = Reader::new(move |k| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            });
+            let c = RetryConfig::read(&mut r);
+            r.finish(c)
+        };
+        let d = read(&[]).unwrap();
+        assert!(d.budget);
+        assert_eq!(d.seed, None);
+        let c = read(&[("RETRY_BUDGET", "false"), ("RETRY_SEED", "42")]).unwrap();
+        assert!(!c.budget);
+        assert_eq!(c.seed, Some(42));
+        let err = read(&[("RETRY_SEED", "-1")]).unwrap_err();
+        assert_eq!(err.0[0].var, "RETRY_SEED");
     }
 }

@@ -35,6 +35,7 @@ mod compensate;
 mod create;
 mod extract;
 mod finish;
+mod live;
 mod openapi;
 mod ops;
 pub(crate) mod part;
@@ -49,6 +50,7 @@ mod state;
 
 pub use crate::http::{MAX_HEADERS, MAX_HEADER_BYTES};
 pub use extract::parse_part;
+pub use live::{Live, SagaNote};
 pub use part::Part;
 pub use router::app;
 pub use serve::{main, serve, start, Running};

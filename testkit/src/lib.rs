@@ -6,6 +6,7 @@
 //! Where a socket adds nothing, [`TestRouter`] answers the same requests from one service's
 //! router in-process.
 
+pub mod compose;
 pub mod ferretdb;
 pub mod mongo;
 pub mod process;

@@ -32,11 +32,12 @@ const AVAILABILITY: RGBColor = RGBColor(31, 119, 180);
 const COMPLETED: RGBColor = RGBColor(140, 140, 140);
 const P99: RGBColor = RGBColor(214, 39, 40);
 const P50: RGBColor = RGBColor(31, 119, 180);
-/// One colour per matrix row: none, timeouts, +breakers, +retries.
-const SETUP_COLOURS: [RGBColor; 4] = [
+/// One colour per matrix row: none, timeouts, +breakers, +retries, +retries with a budget.
+const SETUP_COLOURS: [RGBColor; 5] = [
     RGBColor(120, 120, 120),
     RGBColor(255, 127, 14),
     RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
 ];
 
@@ -76,15 +77,18 @@ pub fn run_chart(stem: &Path, title: &str, series: &Series, duration_s: f64) -> 
     ))
 }
 
-/// Writes `<stem>.png` and `<stem>.svg` comparing the runs of a matrix.
+/// Writes `<stem>.png` and `<stem>.svg` comparing the runs of a matrix. `caller` is the
+/// breaker whose owner calls the faulty service: its calls per second get a panel of their own.
 pub fn matrix_chart(
     stem: &Path,
     title: &str,
     runs: &[(String, &Series)],
     duration_s: f64,
+    caller: Option<usize>,
 ) -> anyhow::Result<()> {
-    png_and_svg!(stem, (WIDTH, 800), |area| draw_matrix(
-        area, title, runs, duration_s
+    let height = if caller.is_some() { 1130 } else { 800 };
+    png_and_svg!(stem, (WIDTH, height), |area| draw_matrix(
+        area, title, runs, duration_s, caller
     ))
 }
 
@@ -433,9 +437,11 @@ fn draw_matrix<DB: DrawingBackend>(
     title: &str,
     runs: &[(String, &Series)],
     duration_s: f64,
+    caller: Option<usize>,
 ) -> DrawResult<DB> {
     let root = titled(root, title)?;
     let (top, bottom) = root.split_vertically(370);
+    let (bottom, calls) = bottom.split_vertically(370);
     let fault = runs.first().map(|(_, s)| s.fault).unwrap_or(Window {
         start_s: 0.0,
         end_s: 0.0,
@@ -487,5 +493,53 @@ fn draw_matrix<DB: DrawingBackend>(
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
+
+    // What the sick service felt: calls per second from its caller, retries included.
+    if let Some(i) = caller {
+        let callee = BREAKERS[i].split("->").nth(1).unwrap_or("the next hop");
+        let most = runs
+            .iter()
+            .flat_map(|(_, s)| s.seconds.iter().map(|s| s.calls[i]))
+            .max()
+            .unwrap_or(0);
+        let mut chart = ChartBuilder::on(&calls)
+            .margin_left(15)
+            .margin_right(30)
+            .margin_top(10)
+            .margin_bottom(5)
+            .x_label_area_size(45)
+            .y_label_area_size(LABEL_AREA)
+            .build_cartesian_2d(0f64..duration_s, 0f64..(most as f64 * 1.15).max(1.0))?;
+        chart
+            .configure_mesh()
+            .y_desc(format!("calls/s reaching {callee}"))
+            .x_desc("time (s)")
+            .x_label_formatter(&whole)
+            .y_label_formatter(&whole)
+            .axis_desc_style((FONT, 18))
+            .label_style((FONT, 15))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        chart
+            .draw_series(std::iter::once(fault_rect(fault, 0.0, most as f64 * 1.15)))?
+            .label("fault window")
+            .legend(legend_box(FAULT_SHADE));
+        for (j, (label, series)) in runs.iter().enumerate() {
+            chart
+                .draw_series(LineSeries::new(
+                    per_second(series, |s| Some(s.calls[i] as f64)),
+                    colour(j).stroke_width(3),
+                ))?
+                .label(format!("calls {label}"))
+                .legend(legend_line(colour(j)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 15))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()?;
+    }
     root.present()
 }

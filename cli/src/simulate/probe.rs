@@ -1,5 +1,5 @@
-//! The two things a run does to the stack besides loading it: switch the fault on and off
-//! through `/chaos` at fixed times, and poll `GET /breaker` on the services that own one.
+//! The two things a run does to the stack besides loading it: switch a `/chaos` fault on and
+//! off, and poll `GET /breaker` on the services that own one.
 //!
 //! Both talk HTTP, exactly as an operator would against a deployed stack, so the simulator
 //! measures the services from outside and does not reach into their state. Both are timed from
@@ -10,7 +10,7 @@ use super::recording::{BreakerSample, Seen, Window};
 use super::scenario::Fault;
 use anyhow::Context;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// How long a control call (`/chaos`, `/breaker`) may take; they are cheap, so a slow one means
@@ -25,26 +25,29 @@ pub fn control_client() -> anyhow::Result<reqwest::Client> {
         .context("building the control HTTP client")
 }
 
-/// When the fault was actually switched on and off, from `start`.
-#[derive(Debug, Clone, Copy)]
-pub struct Applied {
-    pub window: Window,
+/// How long after the stack is warm the run's schedule starts: the fault of a window that
+/// starts at 0 s is switched on before it, so the first request meets it too.
+pub const LEAD: Duration = Duration::from_millis(200);
+
+/// Waits for the end of the fault window; a window that lasts to the end of the run also waits
+/// for `run_done` (the last requests are answered), so every request of the run meets it.
+pub async fn until_off(start: Instant, window: Window, run_done: Option<&Notify>) {
+    tokio::time::sleep_until(start + Duration::from_secs_f64(window.end_s)).await;
+    if let Some(done) = run_done {
+        done.notified().await;
+    }
 }
 
-/// Sets `fault` on `base_url` at `start + window.start_s` and clears it at `window.end_s`.
-pub async fn inject(
+/// Sets `fault` on `base_url` through `PUT /chaos`.
+pub async fn chaos_on(
     client: &reqwest::Client,
     base_url: &str,
     fault: &Fault,
-    start: Instant,
-    window: Window,
-) -> anyhow::Result<Applied> {
+) -> anyhow::Result<()> {
     let url = format!("{base_url}/chaos");
-    tokio::time::sleep_until(start + Duration::from_secs_f64(window.start_s)).await;
-    let on = start.elapsed().as_secs_f64();
     let res = client
         .put(&url)
-        .json(fault)
+        .json(&fault.chaos_body())
         .send()
         .await
         .with_context(|| format!("PUT {url}"))?;
@@ -54,9 +57,13 @@ pub async fn inject(
         res.status(),
         res.text().await.unwrap_or_default()
     );
-    tracing::info!(event = "fault_on", url, fault = %fault.describe(), at_s = on);
-    tokio::time::sleep_until(start + Duration::from_secs_f64(window.end_s)).await;
-    let off = start.elapsed().as_secs_f64();
+    tracing::info!(event = "fault_on", url, fault = %fault.describe());
+    Ok(())
+}
+
+/// Clears the faults of `base_url` through `DELETE /chaos`.
+pub async fn chaos_off(client: &reqwest::Client, base_url: &str) -> anyhow::Result<()> {
+    let url = format!("{base_url}/chaos");
     let res = client
         .delete(&url)
         .send()
@@ -67,13 +74,18 @@ pub async fn inject(
         "DELETE {url} answered {}",
         res.status()
     );
-    tracing::info!(event = "fault_off", url, at_s = off);
-    Ok(Applied {
-        window: Window {
-            start_s: on,
-            end_s: off,
-        },
-    })
+    tracing::info!(event = "fault_off", url);
+    Ok(())
+}
+
+/// Seconds since `start`, negative before it.
+pub fn elapsed_s(start: Instant) -> f64 {
+    let now = Instant::now();
+    if now >= start {
+        (now - start).as_secs_f64()
+    } else {
+        -(start - now).as_secs_f64()
+    }
 }
 
 /// Polls `GET /breaker` on each of `urls` (index = breaker) every `every` until `stop` fires.
@@ -114,6 +126,7 @@ pub async fn sample_breakers(
                             at: between,
                             breaker,
                             state: missed,
+                            calls: before.calls,
                         });
                     }
                 }
@@ -122,6 +135,7 @@ pub async fn sample_breakers(
                 at,
                 breaker,
                 state: now.state,
+                calls: now.calls,
             });
             last[breaker] = Some((at, now));
         }
@@ -135,6 +149,8 @@ struct Poll {
     state: Seen,
     opens: u64,
     half_opens: u64,
+    /// Requests sent to the next hop so far, counted as they leave (not the ones rejected).
+    calls: u64,
 }
 
 async fn poll(client: &reqwest::Client, url: &str) -> Option<Poll> {
@@ -144,5 +160,6 @@ async fn poll(client: &reqwest::Client, url: &str) -> Option<Poll> {
         state: Seen::parse(breaker["state"].as_str()?)?,
         opens: breaker["totals"]["open"].as_u64().unwrap_or(0),
         half_opens: breaker["totals"]["halfOpen"].as_u64().unwrap_or(0),
+        calls: body["next_hop_calls"].as_u64().unwrap_or(0),
     })
 }

@@ -137,6 +137,9 @@ pub struct BreakerSample {
     /// Index into [`BREAKERS`].
     pub breaker: usize,
     pub state: Seen,
+    /// Requests the breaker's owner sent to its next hop so far (`next_hop_calls`, counted as
+    /// they leave): what the callee felt, retries and re-drives included.
+    pub calls: u64,
 }
 
 /// A span of the run, half-open `[start, end)` in seconds.
@@ -170,6 +173,9 @@ pub struct Second {
     latencies_ms: Vec<f64>,
     /// Worst state of each breaker, `None` when no sample landed in this second.
     pub breakers: [Option<Seen>; BREAKERS.len()],
+    /// Calls each breaker's owner made to its next hop this second (between the last sample
+    /// before it and the last sample in it).
+    pub calls: [u64; BREAKERS.len()],
     /// In the fault window (its middle is).
     pub in_fault: bool,
 }
@@ -277,11 +283,22 @@ pub fn aggregate(
             *slot = (*slot).max(Some(sample.state));
         }
     }
+    let mut samples = samples.to_vec();
+    samples.sort_by_key(|s| s.at);
+    let mut last: [Option<u64>; BREAKERS.len()] = [None; BREAKERS.len()];
+    for sample in &samples {
+        let Some(before) = last.get_mut(sample.breaker) else {
+            continue;
+        };
+        let delta = before.map_or(0, |b| sample.calls.saturating_sub(b));
+        *before = Some(sample.calls.max(before.unwrap_or(0)));
+        if let Some(row) = bucket(&mut seconds, sample.at) {
+            row.calls[sample.breaker] += delta;
+        }
+    }
     for row in &mut seconds {
         row.latencies_ms.sort_by(f64::total_cmp);
     }
-    let mut samples = samples.to_vec();
-    samples.sort_by_key(|s| s.at);
     Series {
         seconds,
         fault,
@@ -318,6 +335,15 @@ impl Series {
         median(&p99s)
     }
 
+    /// Calls breaker `i`'s owner made to its next hop over the run, or in the fault window.
+    pub fn calls(&self, i: usize, fault_only: bool) -> u64 {
+        self.seconds
+            .iter()
+            .filter(|s| s.in_fault || !fault_only)
+            .map(|s| s.calls.get(i).copied().unwrap_or(0))
+            .sum()
+    }
+
     /// Seconds in which breaker `i` was seen open (or half-open) at least once.
     pub fn open_seconds(&self, i: usize) -> u64 {
         self.seconds
@@ -336,6 +362,10 @@ impl Series {
         out.push_str(",errors,availability_pct,p50_ms,p99_ms,max_ms,in_fault");
         for name in BREAKERS {
             out.push_str(",breaker_");
+            out.push_str(&name.replace("->", "_"));
+        }
+        for name in BREAKERS {
+            out.push_str(",calls_");
             out.push_str(&name.replace("->", "_"));
         }
         out.push('\n');
@@ -358,6 +388,9 @@ impl Series {
             );
             for state in s.breakers {
                 let _ = write!(out, ",{}", state.map(Seen::name).unwrap_or(""));
+            }
+            for calls in s.calls {
+                let _ = write!(out, ",{calls}");
             }
             out.push('\n');
         }
@@ -386,173 +419,4 @@ fn totals<'a>(seconds: impl Iterator<Item = &'a Second>) -> Totals {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(at_ms: u64, class: Class, latency_ms: u64) -> RequestRecord {
-        RequestRecord {
-            scheduled: Duration::from_millis(at_ms),
-            class,
-            latency: (class != Class::Dropped).then(|| Duration::from_millis(latency_ms)),
-        }
-    }
-
-    fn sample(at_ms: u64, breaker: usize, state: Seen) -> BreakerSample {
-        BreakerSample {
-            at: Duration::from_millis(at_ms),
-            breaker,
-            state,
-        }
-    }
-
-    const FAULT: Window = Window {
-        start_s: 1.0,
-        end_s: 3.0,
-    };
-
-    #[test]
-    fn requests_land_in_the_second_they_were_scheduled_in() {
-        let requests = [
-            req(100, Class::Ok, 5),
-            // Due in second 0, answered ten seconds later: still second 0's latency.
-            req(900, Class::Fallback, 10_000),
-            req(1_000, Class::Http5xx, 7),
-            req(1_500, Class::Timeout, 2_000),
-            req(1_600, Class::Dropped, 0),
-            req(2_999, Class::Ok, 3),
-            // Past the end: ignored rather than growing the series.
-            req(9_000, Class::Ok, 1),
-        ];
-        let series = aggregate(3, FAULT, &requests, &[]);
-        let [s0, s1, s2] = &series.seconds[..] else {
-            panic!("three seconds expected: {series:?}");
-        };
-        assert_eq!((s0.requests(), s0.errors()), (2, 0));
-        assert_eq!(s0.availability_pct(), Some(100.0));
-        assert_eq!(s0.percentile_ms(1.0), Some(10_000.0));
-        assert_eq!((s1.requests(), s1.errors()), (3, 3));
-        assert_eq!(s1.count(Class::Dropped), 1);
-        assert_eq!(s1.availability_pct(), Some(0.0));
-        // A dropped request has no latency: two latencies in second 1.
-        assert_eq!(s1.percentile_ms(0.5), Some(7.0));
-        assert_eq!(s1.percentile_ms(0.99), Some(2_000.0));
-        assert_eq!((s2.requests(), s2.count(Class::Ok)), (1, 1));
-        assert_eq!(
-            series
-                .seconds
-                .iter()
-                .map(|s| s.in_fault)
-                .collect::<Vec<_>>(),
-            [false, true, true]
-        );
-    }
-
-    #[test]
-    fn a_second_without_requests_has_no_availability_or_latency() {
-        let series = aggregate(2, FAULT, &[req(10, Class::Ok, 1)], &[]);
-        assert_eq!(series.seconds[1].availability_pct(), None);
-        assert_eq!(series.seconds[1].percentile_ms(0.99), None);
-        assert!(series.to_csv().lines().nth(2).unwrap().contains(",,,,"));
-    }
-
-    #[test]
-    fn each_second_shows_the_worst_breaker_state_seen_in_it() {
-        let samples = [
-            sample(0, 1, Seen::Closed),
-            sample(500, 1, Seen::Open),
-            sample(900, 1, Seen::Closed),
-            sample(1_100, 1, Seen::HalfOpen),
-            sample(1_200, 1, Seen::Closed),
-            sample(1_300, 0, Seen::Closed),
-            sample(2_500, 1, Seen::Closed),
-        ];
-        let series = aggregate(4, FAULT, &[], &samples);
-        let states: Vec<_> = series.seconds.iter().map(|s| s.breakers).collect();
-        assert_eq!(
-            states,
-            [
-                [None, Some(Seen::Open)],
-                [Some(Seen::Closed), Some(Seen::HalfOpen)],
-                [None, Some(Seen::Closed)],
-                [None, None],
-            ]
-        );
-        assert_eq!(series.open_seconds(1), 2);
-        assert_eq!(series.open_seconds(0), 0);
-    }
-
-    #[test]
-    fn a_fault_switched_on_a_few_ms_late_still_owns_its_first_second() {
-        let late = Window {
-            start_s: 1.004,
-            end_s: 3.004,
-        };
-        let series = aggregate(4, late, &[], &[]);
-        assert_eq!(
-            series
-                .seconds
-                .iter()
-                .map(|s| s.in_fault)
-                .collect::<Vec<_>>(),
-            [false, true, true, false]
-        );
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), Some(50.0));
-        assert_eq!(percentile(&v, 0.99), Some(99.0));
-        assert_eq!(percentile(&v, 1.0), Some(100.0));
-        assert_eq!(percentile(&v, 0.0), Some(1.0));
-        assert_eq!(percentile(&[], 0.5), None);
-        assert_eq!(median(&[1.0, 2.0, 300.0]), 2.0);
-        assert_eq!(median(&[1.0, 2.0, 300.0, 400.0]), 151.0);
-        assert_eq!(median(&[]), 0.0);
-    }
-
-    #[test]
-    fn fault_totals_cover_only_the_fault_seconds() {
-        let mut requests = Vec::new();
-        for s in 0..4u64 {
-            for i in 0..10u64 {
-                let slow = (1..3).contains(&s) && i == 0;
-                let class = if s == 2 && i < 5 {
-                    Class::Http5xx
-                } else {
-                    Class::Fallback
-                };
-                requests.push(req(s * 1000 + i * 100, class, if slow { 300 } else { 2 }));
-            }
-        }
-        let series = aggregate(4, FAULT, &requests, &[]);
-        let fault = series.fault_totals();
-        assert_eq!(fault.requests, 20);
-        assert_eq!(fault.errors, 5);
-        assert_eq!(fault.availability_pct, 75.0);
-        assert_eq!(fault.max_ms, 300.0);
-        let all = series.totals();
-        assert_eq!((all.requests, all.fallbacks), (40, 35));
-        // One slow request in each fault second: each second's p99 is the slow one.
-        assert_eq!(series.fault_p99_typical_ms(), 300.0);
-    }
-
-    #[test]
-    fn csv_has_a_header_and_a_row_per_second() {
-        let series = aggregate(
-            2,
-            FAULT,
-            &[req(10, Class::Ok, 1), req(1_010, Class::Http4xx, 2)],
-            &[sample(1_010, 0, Seen::Open)],
-        );
-        let csv = series.to_csv();
-        let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines.len(), 3, "{csv}");
-        assert!(lines[0].starts_with("second,requests,ok,fallbacks,http_4xx"));
-        assert!(lines[0].ends_with("breaker_order_payment,breaker_payment_shipment"));
-        assert!(lines[2].starts_with("1,1,0,0,1,"), "{}", lines[2]);
-        assert!(lines[2].ends_with(",true,open,"), "{}", lines[2]);
-        let columns = lines[0].split(',').count();
-        assert!(lines.iter().all(|l| l.split(',').count() == columns));
-    }
-}
+mod tests;

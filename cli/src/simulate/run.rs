@@ -4,18 +4,24 @@
 //! breaker state, connection pool or record leaks from one setup into the next: a matrix row
 //! differs from the one before only in the switches it is meant to compare. The stack is
 //! stopped whatever happens, so a failed run leaves no ports or files behind.
+//!
+//! The fault is made for real: an outage stops the target's listener (callers get connection
+//! refused, their pooled connections are closed) and starts it again on the same port when the
+//! window ends; the other faults go through the target's `/chaos` API. The simulated client
+//! has a deadline (`--client-timeout`): an answer later than that is a timeout, unavailable.
 
 use super::probe;
-use super::recording::{self, Class, RequestRecord, Series};
-use super::scenario::{Setup, Target};
-use super::settings::Settings;
-use crate::load::{self, Plan, SEED};
-use crate::up::{self, Stack, UpArgs};
+use super::recording::{self, Class, RequestRecord, Series, Window};
+use super::scenario::{Fault, Setup, Target};
+use super::settings::{Arrivals, Settings};
+use crate::load::{self, Plan, Spacing, SEED};
+use crate::up::{self, UpArgs};
 use anyhow::Context;
+use shared::service::{self, Running};
 use shared::store::StoreConfig;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 /// What one run measured.
@@ -26,10 +32,6 @@ pub struct RunResult {
     /// The load generator's own report (outcomes, fallback reasons, HDR percentiles).
     pub report: load::Report,
 }
-
-/// How long the load client waits beyond the services' own request timeout: every service
-/// answers within that timeout, so a client timeout means the machine itself fell behind.
-const CLIENT_SLACK: Duration = Duration::from_secs(2);
 
 /// Starts a stack for `setup`, runs the scenario against it, stops it.
 pub async fn run(settings: &Settings, setup: Setup, quiet: bool) -> anyhow::Result<RunResult> {
@@ -43,6 +45,8 @@ pub async fn run(settings: &Settings, setup: Setup, quiet: bool) -> anyhow::Resu
         settings.request_timeout,
         settings.retry_attempts,
     ));
+    env.push(("FALLBACK".into(), settings.fallback.to_string()));
+    env.push(("RETRY_SEED".into(), settings.seed.to_string()));
     let mongo_db = format!(
         "simulate_{}_{}_{}",
         settings.scenario.name(),
@@ -70,10 +74,91 @@ pub async fn run(settings: &Settings, setup: Setup, quiet: bool) -> anyhow::Resu
         inherit_env: false,
     };
     let stack = up::start(&args).await?;
-    let result = drive(settings, setup, &stack, quiet).await;
-    stack.stop().await;
+    let mut services = Services {
+        urls: [&stack.order, &stack.payment, &stack.shipment]
+            .map(|r| up::url(r.addr.ip(), r.addr.port())),
+        running: [Some(stack.order), Some(stack.payment), Some(stack.shipment)],
+        args,
+    };
+    let result = drive(settings, setup, &mut services, quiet).await;
+    services.stop().await;
     drop_run_database(&store).await;
     result
+}
+
+/// The run's three services, by [`Target`] index, each of which a fault may stop and start
+/// again on the same port.
+struct Services {
+    urls: [String; 3],
+    running: [Option<Running>; 3],
+    args: UpArgs,
+}
+
+fn index(target: Target) -> usize {
+    match target {
+        Target::Order => 0,
+        Target::Payment => 1,
+        Target::Shipment => 2,
+    }
+}
+
+impl Services {
+    fn url(&self, target: Target) -> &str {
+        &self.urls[index(target)]
+    }
+
+    /// Stops `target`'s listener: from now on a connection to its port is refused, and the
+    /// callers' pooled connections are closed under them.
+    async fn take_down(&mut self, target: Target) {
+        if let Some(running) = self.running[index(target)].take() {
+            running.stop().await;
+        }
+    }
+
+    /// Starts `target` again on its old port, with the configuration it had.
+    async fn bring_up(&mut self, target: Target) -> anyhow::Result<()> {
+        let i = index(target);
+        let port = port_of(&self.urls[i])?;
+        let next = match target {
+            Target::Order => Some(format!("{}/create", self.urls[1])),
+            Target::Payment => Some(format!("{}/create", self.urls[2])),
+            Target::Shipment => None,
+        };
+        let a = &self.args;
+        let running = match target {
+            Target::Order => {
+                service::start::<order::Order>(up::config_for::<order::Order>(a, port, next)?).await
+            }
+            Target::Payment => {
+                service::start::<payment::Payment>(up::config_for::<payment::Payment>(
+                    a, port, next,
+                )?)
+                .await
+            }
+            Target::Shipment => {
+                service::start::<shipment::Shipment>(up::config_for::<shipment::Shipment>(
+                    a, port, next,
+                )?)
+                .await
+            }
+        }
+        .with_context(|| format!("starting {} again on port {port}", target.name()))?;
+        self.running[i] = Some(running);
+        Ok(())
+    }
+
+    async fn stop(self) {
+        for running in self.running.into_iter().flatten() {
+            running.stop().await;
+        }
+    }
+}
+
+fn port_of(url: &str) -> anyhow::Result<u16> {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.port())
+        .with_context(|| format!("no port in {url}"))
 }
 
 /// The run's MongoDB database is throwaway, like the embedded store's temp dir: drop it, so
@@ -86,50 +171,85 @@ async fn drop_run_database(store: &StoreConfig) {
     }
 }
 
-fn base_url(stack: &Stack, target: Target) -> String {
-    let running = match target {
-        Target::Order => &stack.order,
-        Target::Payment => &stack.payment,
-        Target::Shipment => &stack.shipment,
-    };
-    up::url(running.addr.ip(), running.addr.port())
+/// Switches the fault on, for real: the target's listener stopped, or a `/chaos` fault set.
+async fn fault_on(
+    services: &mut Services,
+    control: &reqwest::Client,
+    target: Target,
+    fault: &Fault,
+) -> anyhow::Result<()> {
+    if fault.down {
+        services.take_down(target).await;
+        tracing::info!(
+            event = "fault_on",
+            target = target.name(),
+            "listener stopped"
+        );
+        Ok(())
+    } else {
+        let url = services.url(target).to_string();
+        probe::chaos_on(control, &url, fault).await
+    }
+}
+
+/// Switches the fault off: the listener started again on its port, or the `/chaos` faults
+/// cleared.
+async fn fault_off(
+    services: &mut Services,
+    control: &reqwest::Client,
+    target: Target,
+    fault: &Fault,
+) -> anyhow::Result<()> {
+    if fault.down {
+        services.bring_up(target).await?;
+        tracing::info!(event = "fault_off", target = target.name(), "listener back");
+        Ok(())
+    } else {
+        let url = services.url(target).to_string();
+        probe::chaos_off(control, &url).await
+    }
 }
 
 async fn drive(
     settings: &Settings,
     setup: Setup,
-    stack: &Stack,
+    services: &mut Services,
     quiet: bool,
 ) -> anyhow::Result<RunResult> {
-    let order = base_url(stack, Target::Order);
+    let order = services.url(Target::Order).to_string();
     let create = format!("{order}/create");
     let control = probe::control_client()?;
     warm_up(&control, &create).await?;
 
+    // The client is the SLA: what it does not get within its deadline is not available.
     let client = reqwest::Client::builder()
-        .timeout(settings.request_timeout + CLIENT_SLACK)
+        .timeout(settings.client_timeout)
         .build()
         .context("building the load client")?;
     let plan = Plan {
         rate: settings.rate,
         duration: settings.duration,
-        timeout: settings.request_timeout + CLIENT_SLACK,
+        timeout: settings.client_timeout,
         limit: settings.concurrency_limit,
+        spacing: match settings.arrivals {
+            Arrivals::Constant => Spacing::Even,
+            Arrivals::Poisson => Spacing::Random {
+                seed: settings.seed,
+            },
+        },
     };
-    let start = Instant::now();
-    let inject = tokio::spawn({
-        let (control, url, fault) = (
-            control.clone(),
-            base_url(stack, settings.target),
-            settings.fault.clone(),
-        );
-        let window = settings.fault_window;
-        async move { probe::inject(&control, &url, &fault, start, window).await }
-    });
+    // A fault from the first second is on before the clock starts, so the first request
+    // meets it whatever the machine's load.
+    let window = settings.fault_window;
+    let early = window.start_s <= 0.0;
+    if early {
+        fault_on(services, &control, settings.target, &settings.fault).await?;
+    }
+    let start = Instant::now() + probe::LEAD;
     let (stop_sampling, stopped) = oneshot::channel();
     let breakers = vec![
         format!("{order}/breaker"),
-        format!("{}/breaker", base_url(stack, Target::Payment)),
+        format!("{}/breaker", services.url(Target::Payment)),
     ];
     let sampler = tokio::spawn(probe::sample_breakers(
         control.clone(),
@@ -141,7 +261,7 @@ async fn drive(
 
     let mut requests = Vec::with_capacity(usize::try_from(plan.scheduled()).unwrap_or(0));
     let progress = load::progress_bar(plan.scheduled(), quiet);
-    let report = load::drive_observed(
+    let load = load::drive_observed(
         &client,
         &create,
         SEED,
@@ -155,26 +275,44 @@ async fn drive(
                 latency: sample.latency,
             })
         },
-    )
-    .await;
+    );
+    // A fault that lasts to the end of the run stays on until the last answer: then every
+    // request meets it, and a seeded run draws the same number of times.
+    let done = Notify::new();
+    let lasts = settings.fault_window.end_s >= settings.duration.as_secs_f64() - 1e-9;
+    let load = async {
+        let report = load.await;
+        done.notify_one();
+        report
+    };
+    let fault = async {
+        let on = if early {
+            0.0
+        } else {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(window.start_s)).await;
+            let on = probe::elapsed_s(start);
+            fault_on(services, &control, settings.target, &settings.fault).await?;
+            on
+        };
+        probe::until_off(start, window, lasts.then_some(&done)).await;
+        let off = probe::elapsed_s(start);
+        fault_off(services, &control, settings.target, &settings.fault).await?;
+        anyhow::Ok(Window {
+            start_s: on,
+            end_s: off,
+        })
+    };
+    let (report, applied) = tokio::join!(load, fault);
     let _ = stop_sampling.send(());
     let samples = sampler.await.context("the breaker sampler stopped")?;
-    let applied = inject
-        .await
-        .context("the fault injector stopped")?
-        .context("injecting the fault")?;
+    let applied = applied.context("applying the fault")?;
     tracing::debug!(
         setup = %setup.label(),
-        planned_start_s = settings.fault_window.start_s,
-        applied_start_s = applied.window.start_s,
+        planned_start_s = window.start_s,
+        applied_start_s = applied.start_s,
         "fault applied"
     );
-    let series = recording::aggregate(
-        settings.duration.as_secs(),
-        applied.window,
-        &requests,
-        &samples,
-    );
+    let series = recording::aggregate(settings.duration_s(), applied, &requests, &samples);
     Ok(RunResult {
         setup,
         series,

@@ -14,10 +14,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
-    /// The target is down: every request fails (or hangs, with `--hang`).
+    /// The target is down: its listener is stopped, so connections are refused (or it hangs,
+    /// with `--hang`, or fails with `--error-rate`/`--status`).
     Outage,
-    /// A latency spike: every request waits a random time in `--latency-ms..=--latency-max-ms`.
-    Slow,
+    /// The target is slow: every request waits a random time in
+    /// `--latency-ms..=--latency-max-ms`. `slow` is its older name.
+    #[value(alias = "slow")]
+    Performance,
     /// Intermittent errors: a share `--error-rate` of requests fail with `--status`.
     Flaky,
 }
@@ -26,7 +29,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Self::Outage => "outage",
-            Self::Slow => "slow",
+            Self::Performance => "performance",
             Self::Flaky => "flaky",
         }
     }
@@ -42,6 +45,16 @@ pub enum Target {
 }
 
 impl Target {
+    /// The index (in `recording::BREAKERS`) of the breaker whose owner calls this service;
+    /// `None` for order, which the simulated client calls.
+    pub fn caller_breaker(self) -> Option<usize> {
+        match self {
+            Self::Order => None,
+            Self::Payment => Some(0),
+            Self::Shipment => Some(1),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Order => "order",
@@ -51,9 +64,13 @@ impl Target {
     }
 }
 
-/// The `/chaos` body for the fault window, already checked against the API's limits.
+/// What the fault window does to the target: stop its listener (`down`), or the `/chaos` body
+/// of a runtime fault, already checked against the API's limits.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fault {
+    /// The target's listener is stopped for the window and started again on the same port:
+    /// connections are refused (and pooled ones reset), a real socket error.
+    pub down: bool,
     pub error_rate: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
@@ -61,11 +78,49 @@ pub struct Fault {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_max_ms: Option<u64>,
     pub hang: bool,
+    /// The seed of the `/chaos` draws (latencies, failures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 impl Fault {
+    /// No fault at all: the base the scenarios fill in.
+    pub const fn none() -> Self {
+        Self {
+            down: false,
+            error_rate: 0.0,
+            status: None,
+            latency_ms: 0,
+            latency_max_ms: None,
+            hang: false,
+            seed: None,
+        }
+    }
+
+    /// The `PUT /chaos` body: everything but `down`, which no API sets.
+    pub fn chaos_body(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "error_rate": self.error_rate,
+            "latency_ms": self.latency_ms,
+            "hang": self.hang,
+        });
+        for (key, value) in [
+            ("status", self.status.map(u64::from)),
+            ("latency_max_ms", self.latency_max_ms),
+            ("seed", self.seed),
+        ] {
+            if let (Some(v), Some(map)) = (value, body.as_object_mut()) {
+                map.insert(key.into(), v.into());
+            }
+        }
+        body
+    }
+
     /// A short human description for titles and logs.
     pub fn describe(&self) -> String {
+        if self.down {
+            return "down: connection refused".into();
+        }
         if self.hang {
             return "hang".into();
         }
@@ -98,15 +153,19 @@ pub struct Setup {
     pub breakers: bool,
     /// Retries of transient hop failures (`RETRY_MAX_ATTEMPTS` > 1).
     pub retries: bool,
+    /// Retries within the retry budget (`RETRY_BUDGET`); without it every failure is retried.
+    pub budget: bool,
 }
 
 impl Setup {
-    /// The matrix: each row adds one mechanism to the one before.
-    pub const MATRIX: [Setup; 4] = [
+    /// The matrix, the original simulator's story: nothing; timeouts (fast failures); breakers
+    /// (load off the sick hop); retries without a budget (the mess); with one (contained).
+    pub const MATRIX: [Setup; 5] = [
         Setup::new(false, false, false),
         Setup::new(true, false, false),
         Setup::new(true, true, false),
-        Setup::new(true, true, true),
+        Setup::new(true, false, true),
+        Setup::new(true, false, true).budgeted(),
     ];
 
     pub const fn new(timeouts: bool, breakers: bool, retries: bool) -> Self {
@@ -114,15 +173,25 @@ impl Setup {
             timeouts,
             breakers,
             retries,
+            budget: false,
         }
     }
 
-    /// `none`, `timeouts`, `timeouts+breakers`, `timeouts+breakers+retries`, …
+    /// The same setup with its retries kept within the retry budget.
+    pub const fn budgeted(self) -> Self {
+        Self {
+            budget: true,
+            ..self
+        }
+    }
+
+    /// `none`, `timeouts`, `timeouts+breakers`, `timeouts+retries+budget`, …
     pub fn label(self) -> String {
         let parts: Vec<&str> = [
             (self.timeouts, "timeouts"),
             (self.breakers, "breakers"),
             (self.retries, "retries"),
+            (self.retries && self.budget, "budget"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -157,6 +226,7 @@ impl Setup {
             ("BREAKER_ENABLED", self.breakers.to_string()),
             ("BREAKER_TIMEOUT_MS", timeout.as_millis().to_string()),
             ("RETRY_MAX_ATTEMPTS", attempts.to_string()),
+            ("RETRY_BUDGET", self.budget.to_string()),
             (
                 "REQUEST_TIMEOUT_MS",
                 request_timeout.as_millis().to_string(),
@@ -182,9 +252,11 @@ mod tests {
                 "none",
                 "timeouts",
                 "timeouts+breakers",
-                "timeouts+breakers+retries"
+                "timeouts+retries",
+                "timeouts+retries+budget"
             ]
         );
+        assert_eq!(Setup::MATRIX[4].slug(), "timeouts-retries-budget");
         assert_eq!(Setup::MATRIX[2].slug(), "timeouts-breakers");
     }
 
@@ -211,26 +283,46 @@ mod tests {
     #[test]
     fn faults_describe_themselves() {
         let hang = Fault {
-            error_rate: 0.0,
-            status: None,
-            latency_ms: 0,
-            latency_max_ms: None,
             hang: true,
+            ..Fault::none()
         };
         assert_eq!(hang.describe(), "hang");
         let flaky = Fault {
             error_rate: 0.3,
             status: Some(503),
-            hang: false,
-            ..hang.clone()
+            ..Fault::none()
         };
         assert_eq!(flaky.describe(), "30% fail 503");
         let slow = Fault {
             latency_ms: 200,
             latency_max_ms: Some(800),
-            hang: false,
-            ..hang
+            ..Fault::none()
         };
         assert_eq!(slow.describe(), "+200..800 ms");
+        let down = Fault {
+            down: true,
+            ..Fault::none()
+        };
+        assert_eq!(down.describe(), "down: connection refused");
+    }
+
+    #[test]
+    fn the_chaos_body_carries_the_seed_and_never_down() {
+        let f = Fault {
+            latency_ms: 200,
+            latency_max_ms: Some(800),
+            seed: Some(42),
+            ..Fault::none()
+        };
+        let body = f.chaos_body();
+        assert_eq!(body["seed"], 42);
+        assert_eq!(body["latency_max_ms"], 800);
+        assert!(
+            body.get("down").is_none() && body.get("status").is_none(),
+            "{body}"
+        );
+        // What the service accepts: it refuses unknown fields.
+        let parsed: shared::chaos::Faults = serde_json::from_value(body).expect("a /chaos body");
+        assert_eq!(parsed.seed, Some(42));
     }
 }

@@ -8,51 +8,76 @@
 
 use super::recording::Window;
 use super::scenario::{Fault, Scenario, Setup, Target};
+pub use super::span::{parse_span, show};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
-    /// What goes wrong in the fault window: `outage` (the target fails, or hangs with
-    /// `--hang`), `slow` (a latency spike) or `flaky` (a share of requests fail).
+    /// What goes wrong in the fault window: `outage` (the target's listener is stopped:
+    /// connection refused; or it hangs with `--hang`, or fails with `--error-rate`/`--status`),
+    /// `performance` (alias `slow`: the target answers late, a random latency in
+    /// `--latency-ms..=--latency-max-ms`) or `flaky` (a share of requests fail).
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// Length of each run in seconds.
-    #[arg(long, default_value_t = 30)]
-    pub duration: u64,
+    /// Length of each run: `30` (seconds), `30s`, `1500ms`, `2m`.
+    #[arg(long, default_value = "30", value_parser = parse_span)]
+    pub duration: Duration,
     /// Arrival rate in requests per second (open loop: constant whatever the answers take).
     #[arg(long, default_value_t = 50.0, allow_negative_numbers = true)]
     pub rate: f64,
-    /// Hop timeout in milliseconds (BREAKER_TIMEOUT_MS) when timeouts are on.
-    #[arg(long, default_value_t = 300, value_name = "MS")]
-    pub timeout: u64,
-    /// Hop timeouts on (the default).
+    /// Hop timeout (BREAKER_TIMEOUT_MS), and turns timeouts on: `1` is one second, as in the
+    /// original simulator; `300ms` [default with --timeouts or --matrix: 300ms].
+    #[arg(long, value_parser = parse_span)]
+    pub timeout: Option<Duration>,
+    /// Hop timeouts on (off unless asked, as in the original).
     #[arg(long, overrides_with = "no_timeouts", conflicts_with = "matrix")]
     pub timeouts: bool,
-    /// No hop timeout: modelled as a hop timeout as long as --request-timeout, the longest any
-    /// service waits for anything.
+    /// No hop timeout (the default): modelled as a hop timeout as long as --request-timeout,
+    /// the longest any service waits for anything.
     #[arg(long, overrides_with = "timeouts", conflicts_with = "matrix")]
     pub no_timeouts: bool,
-    /// Circuit breakers on every hop (the default).
+    /// Circuit breakers on every hop (off unless asked).
     #[arg(
         long,
         overrides_with = "no_circuit_breakers",
         conflicts_with = "matrix"
     )]
     pub circuit_breakers: bool,
-    /// Breakers never open (BREAKER_ENABLED=false); timeouts still apply.
+    /// Breakers never open (BREAKER_ENABLED=false), the default; timeouts still apply.
     #[arg(long, overrides_with = "circuit_breakers", conflicts_with = "matrix")]
     pub no_circuit_breakers: bool,
-    /// Retry transient hop failures (RETRY_MAX_ATTEMPTS=--retry-attempts).
+    /// Retry transient hop failures (RETRY_MAX_ATTEMPTS=--retry-attempts) without a retry
+    /// budget: every failure is retried, as in the original.
     #[arg(long, overrides_with = "no_retries", conflicts_with = "matrix")]
     pub retries: bool,
+    /// Retries within the hop's retry budget (10 % of calls + 10), with full jitter; implies
+    /// --retries.
+    #[arg(long, conflicts_with_all = ["matrix", "no_retries"])]
+    pub retry_budget: bool,
     /// No retries (the default): one attempt per hop.
     #[arg(long, overrides_with = "retries", conflicts_with = "matrix")]
     pub no_retries: bool,
     /// Attempts per hop call when retries are on.
     #[arg(long, default_value_t = 3)]
     pub retry_attempts: u32,
+    /// The simulated client's deadline (its SLA): a request not answered by then counts as a
+    /// timeout, unavailable. `1` is one second; `800ms`.
+    #[arg(long, default_value = "1", value_parser = parse_span)]
+    pub client_timeout: Duration,
+    /// Graceful degradation off (FALLBACK=false): a failed hop fails the request with 502
+    /// instead of answering `degraded`.
+    #[arg(long)]
+    pub no_fallback: bool,
+    /// Fixes the arrivals (with --arrivals poisson), the fault's latency and failure draws and
+    /// the retry jitter; printed with every run [default: a random seed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// `constant`: request i at i/rate; `poisson`: as many requests at random instants (from
+    /// --seed).
+    #[arg(long, value_enum, default_value = "constant")]
+    pub arrivals: Arrivals,
     /// When the fault starts, in seconds from the start of the run [default: a third in].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub fault_start: Option<f64>,
@@ -60,22 +85,23 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub fault_length: Option<f64>,
     /// `outage` only: the target hangs (answers 503 only after --request-timeout) instead of
-    /// failing at once.
+    /// refusing connections.
     #[arg(long)]
     pub hang: bool,
     /// The service the fault is injected into.
     #[arg(long, value_enum, default_value = "shipment")]
     pub target: Target,
-    /// Share of requests that fail in the window [default: 1 for outage, 0.3 for flaky].
+    /// Share of requests that fail in the window [default: 0.3 for flaky]; with outage, the
+    /// target answers an error (`--status`) instead of refusing connections.
     #[arg(long, value_name = "0..1", allow_negative_numbers = true)]
     pub error_rate: Option<f64>,
-    /// Status of an injected failure.
-    #[arg(long, default_value_t = 503)]
-    pub status: u16,
-    /// `slow`: least added latency in milliseconds [default: 200].
+    /// Status of an injected failure [default: 503].
+    #[arg(long)]
+    pub status: Option<u16>,
+    /// `performance`: least added latency in milliseconds [default: 1000].
     #[arg(long, value_name = "MS")]
     pub latency_ms: Option<u64>,
-    /// `slow`: most added latency in milliseconds [default: 600].
+    /// `performance`: most added latency in milliseconds [default: 4000].
     #[arg(long, value_name = "MS")]
     pub latency_max_ms: Option<u64>,
     /// Each service's budget for one request (REQUEST_TIMEOUT_MS); a hang lasts this long.
@@ -99,8 +125,8 @@ pub struct SimulateArgs {
     /// Most requests in flight; one over the limit is counted as dropped (an error).
     #[arg(long, default_value_t = 2000)]
     pub concurrency_limit: usize,
-    /// Run none / timeouts / timeouts+breakers / timeouts+breakers+retries one after the other
-    /// (a fresh stack each) and compare them.
+    /// Run none / timeouts / timeouts+breakers / timeouts+retries / timeouts+retries+budget
+    /// one after the other (a fresh stack each) and compare them.
     #[arg(long)]
     pub matrix: bool,
     /// Print the summary as JSON instead of a table.
@@ -118,6 +144,20 @@ pub struct SimulateArgs {
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
 }
+
+/// How requests arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrivals {
+    /// Request i at i/rate.
+    Constant,
+    /// rate × duration requests at instants drawn uniformly from the run (a Poisson process
+    /// with that many arrivals), from the seed.
+    Poisson,
+}
+
+/// The hop timeout `--timeouts` and `--matrix` use when `--timeout` is not given.
+pub const DEFAULT_HOP_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// A flag value or combination the simulator refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,8 +181,15 @@ pub struct Settings {
     pub rate: f64,
     pub hop_timeout: Duration,
     pub request_timeout: Duration,
+    /// The simulated client's deadline (`--client-timeout`).
+    pub client_timeout: Duration,
+    /// `FALLBACK` for every service (`--no-fallback` makes it false).
+    pub fallback: bool,
+    /// The run's seed: given, or drawn and printed so the run can be repeated.
+    pub seed: u64,
+    pub arrivals: Arrivals,
     pub fault_window: Window,
-    /// One setup, or the matrix's four.
+    /// One setup, or the matrix's five.
     pub setups: Vec<Setup>,
     pub matrix: bool,
     pub retry_attempts: u32,
@@ -155,14 +202,24 @@ pub struct Settings {
     pub env: Vec<(String, String)>,
 }
 
+impl Settings {
+    /// Whole seconds of the run, a partial last second counted: the rows of the series.
+    pub fn duration_s(&self) -> u64 {
+        self.duration.as_secs_f64().ceil() as u64
+    }
+}
+
 /// Variables the simulator sets itself, with the flag that controls each.
-const OWNED: [(&str, &str); 10] = [
+const OWNED: [(&str, &str); 13] = [
     (
         "BREAKER_ENABLED",
         "--circuit-breakers/--no-circuit-breakers",
     ),
-    ("BREAKER_TIMEOUT_MS", "--timeout/--no-timeouts"),
+    ("BREAKER_TIMEOUT_MS", "--timeout/--timeouts/--no-timeouts"),
     ("RETRY_MAX_ATTEMPTS", "--retries/--retry-attempts"),
+    ("RETRY_BUDGET", "--retries/--retry-budget"),
+    ("RETRY_SEED", "--seed"),
+    ("FALLBACK", "--no-fallback"),
     ("REQUEST_TIMEOUT_MS", "--request-timeout"),
     ("CHAOS_ENABLED", "(always on)"),
     ("DATA_DIR", "(a temporary directory per run)"),
@@ -203,19 +260,19 @@ impl SimulateArgs {
                 self.rate
             ));
         }
-        if !(1..=3600).contains(&self.duration) {
+        let duration_s = self.duration.as_secs_f64();
+        if !(1.0..=3600.0).contains(&duration_s) {
             return bad(format!(
-                "--duration must be from 1 to 3600 seconds, got {}",
-                self.duration
+                "--duration must be from 1 s to 3600 s, got {}",
+                show(self.duration)
             ));
         }
-        if self.rate * self.duration as f64 > 1_000_000.0 {
+        if self.rate * duration_s > 1_000_000.0 {
             return bad(format!(
                 "--rate × --duration schedules {:.0} requests; at most a million per run",
-                self.rate * self.duration as f64
+                self.rate * duration_s
             ));
         }
-        let duration_s = self.duration as f64;
         let start = self.fault_start.unwrap_or(duration_s / 3.0);
         let length = self.fault_length.unwrap_or(duration_s / 3.0);
         if !(start.is_finite() && start >= 0.0) {
@@ -230,9 +287,9 @@ impl SimulateArgs {
         }
         if start + length > duration_s + 1e-9 {
             return bad(format!(
-                "the fault window {start}..{} s must end within --duration {} s",
+                "the fault window {start}..{} s must end within --duration {}",
                 start + length,
-                self.duration
+                show(self.duration)
             ));
         }
         if !(10..=600_000).contains(&self.request_timeout) {
@@ -241,11 +298,22 @@ impl SimulateArgs {
                 self.request_timeout
             ));
         }
-        if self.timeout == 0 || self.timeout >= self.request_timeout {
+        let request_timeout = Duration::from_millis(self.request_timeout);
+        let hop_timeout = self.timeout.unwrap_or(DEFAULT_HOP_TIMEOUT);
+        if hop_timeout < Duration::from_millis(1) || hop_timeout >= request_timeout {
             return bad(format!(
-                "--timeout must be at least 1 ms and shorter than --request-timeout ({} ms), \
-                 got {}",
-                self.request_timeout, self.timeout
+                "--timeout must be at least 1ms and shorter than --request-timeout ({} ms), \
+                 got {} (a bare number is seconds: write 300ms for milliseconds)",
+                self.request_timeout,
+                show(hop_timeout)
+            ));
+        }
+        if self.client_timeout < Duration::from_millis(1)
+            || self.client_timeout > Duration::from_secs(3600)
+        {
+            return bad(format!(
+                "--client-timeout must be from 1ms to 3600 s, got {}",
+                show(self.client_timeout)
             ));
         }
         if !(2..=100).contains(&self.retry_attempts) {
@@ -263,24 +331,33 @@ impl SimulateArgs {
         if self.concurrency_limit == 0 {
             return bad("--concurrency-limit must be at least 1".into());
         }
-        let fault = self.fault()?;
+        let seed = self.seed.unwrap_or_else(rand::random);
+        let mut fault = self.fault()?;
+        fault.seed = Some(seed);
         let setups = if self.matrix {
             Setup::MATRIX.to_vec()
         } else {
-            vec![Setup::new(
-                !self.no_timeouts,
-                !self.no_circuit_breakers,
-                self.retries,
-            )]
+            let timeouts = (self.timeouts || self.timeout.is_some()) && !self.no_timeouts;
+            let retries = self.retries || self.retry_budget;
+            let setup = Setup::new(timeouts, self.circuit_breakers, retries);
+            vec![if self.retry_budget {
+                setup.budgeted()
+            } else {
+                setup
+            }]
         };
         Ok(Settings {
             scenario: self.scenario,
             fault,
             target: self.target,
-            duration: Duration::from_secs(self.duration),
+            duration: self.duration,
             rate: self.rate,
-            hop_timeout: Duration::from_millis(self.timeout),
-            request_timeout: Duration::from_millis(self.request_timeout),
+            hop_timeout,
+            request_timeout,
+            client_timeout: self.client_timeout,
+            fallback: !self.no_fallback,
+            seed,
+            arrivals: self.arrivals,
             fault_window: Window {
                 start_s: start,
                 end_s: start + length,
@@ -297,7 +374,7 @@ impl SimulateArgs {
         })
     }
 
-    /// The `/chaos` body of the scenario, with its defaults filled in.
+    /// The fault of the scenario, with its defaults filled in.
     fn fault(&self) -> Result<Fault, InvalidArgs> {
         let bad = |msg: String| Err(InvalidArgs(msg));
         if self.hang && self.scenario != Scenario::Outage {
@@ -306,29 +383,30 @@ impl SimulateArgs {
                 self.scenario.name()
             ));
         }
-        if !(400..=599).contains(&self.status) {
+        if let Some(status) = self.status.filter(|s| !(400..=599).contains(s)) {
             return bad(format!(
-                "--status must be an HTTP error status from 400 to 599, got {}",
-                self.status
+                "--status must be an HTTP error status from 400 to 599, got {status}"
             ));
         }
         let latency_given = self.latency_ms.is_some() || self.latency_max_ms.is_some();
-        if latency_given && self.scenario != Scenario::Slow {
+        if latency_given && self.scenario != Scenario::Performance {
             return bad(format!(
-                "--latency-ms/--latency-max-ms belong to the slow scenario, not {}",
+                "--latency-ms/--latency-max-ms belong to the performance scenario, not {}",
                 self.scenario.name()
             ));
         }
-        if self.error_rate.is_some() && (self.scenario == Scenario::Slow || self.hang) {
-            return bad("--error-rate belongs to outage (without --hang) and flaky".into());
+        let errors_given = self.error_rate.is_some() || self.status.is_some();
+        if errors_given && (self.scenario == Scenario::Performance || self.hang) {
+            return bad("--error-rate/--status belong to outage (without --hang) and flaky".into());
         }
         let fault = match self.scenario {
             Scenario::Outage if self.hang => Fault {
-                error_rate: 0.0,
-                status: None,
-                latency_ms: 0,
-                latency_max_ms: None,
                 hang: true,
+                ..Fault::none()
+            },
+            Scenario::Outage if !errors_given => Fault {
+                down: true,
+                ..Fault::none()
             },
             Scenario::Outage | Scenario::Flaky => {
                 let default = if self.scenario == Scenario::Outage {
@@ -344,18 +422,17 @@ impl SimulateArgs {
                 }
                 Fault {
                     error_rate: rate,
-                    status: Some(self.status),
-                    latency_ms: 0,
-                    latency_max_ms: None,
-                    hang: false,
+                    status: Some(self.status.unwrap_or(503)),
+                    ..Fault::none()
                 }
             }
-            Scenario::Slow => {
-                let min = self.latency_ms.unwrap_or(200);
-                let max = self.latency_max_ms.unwrap_or(min.max(600));
+            Scenario::Performance => {
+                let min = self.latency_ms.unwrap_or(1000);
+                let max = self.latency_max_ms.unwrap_or(min.max(4000));
                 if min == 0 && max == 0 {
                     return bad(
-                        "--latency-ms/--latency-max-ms: a slow fault needs some latency".into(),
+                        "--latency-ms/--latency-max-ms: a performance fault needs some latency"
+                            .into(),
                     );
                 }
                 if max < min || max > 60_000 {
@@ -364,11 +441,9 @@ impl SimulateArgs {
                     ));
                 }
                 Fault {
-                    error_rate: 0.0,
-                    status: None,
                     latency_ms: min,
                     latency_max_ms: Some(max),
-                    hang: false,
+                    ..Fault::none()
                 }
             }
         };
@@ -420,101 +495,4 @@ impl SimulateArgs {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(line: &str) -> Result<Settings, InvalidArgs> {
-        SimulateArgs::try_parse_from(line.split_whitespace())
-            .map_err(|e| InvalidArgs(e.to_string()))?
-            .settings()
-    }
-
-    fn refused(line: &str, needle: &str) {
-        match parse(line) {
-            Err(InvalidArgs(msg)) => assert!(msg.contains(needle), "{line}: {msg}"),
-            Ok(s) => panic!("{line}: accepted as {s:?}"),
-        }
-    }
-
-    #[test]
-    fn defaults_put_the_fault_in_the_middle_third_with_timeouts_and_breakers() {
-        let s = parse("outage --hang").unwrap();
-        assert_eq!(s.duration, Duration::from_secs(30));
-        assert_eq!(
-            s.fault_window,
-            Window {
-                start_s: 10.0,
-                end_s: 20.0
-            }
-        );
-        assert_eq!(s.setups, [Setup::new(true, true, false)]);
-        assert!(s.fault.hang);
-        assert_eq!(s.target, Target::Shipment);
-    }
-
-    #[test]
-    fn switches_pick_the_setup_and_the_last_one_wins() {
-        let s = parse("flaky --no-circuit-breakers --retries").unwrap();
-        assert_eq!(s.setups, [Setup::new(true, false, true)]);
-        let s = parse("flaky --no-retries --retries --no-timeouts").unwrap();
-        assert_eq!(s.setups, [Setup::new(false, true, true)]);
-        assert_eq!(s.fault.error_rate, 0.3);
-        let s = parse("outage --matrix").unwrap();
-        assert_eq!(s.setups, Setup::MATRIX);
-        assert!(parse("outage --matrix --no-circuit-breakers").is_err());
-    }
-
-    #[test]
-    fn bad_values_are_refused_with_the_flag_named() {
-        refused("outage --rate 0", "--rate");
-        refused("outage --rate -3", "--rate");
-        refused("outage --rate NaN", "--rate");
-        refused("outage --duration 0", "--duration");
-        refused(
-            "outage --duration 10 --fault-start 8 --fault-length 5",
-            "within --duration",
-        );
-        refused("outage --fault-length 0", "--fault-length");
-        refused("outage --fault-start -1", "--fault-start");
-        refused("outage --fault-length -2", "--fault-length");
-        refused("flaky --error-rate -0.1", "--error-rate");
-        refused("outage --timeout 0", "--timeout");
-        refused("outage --timeout 2000 --request-timeout 1000", "--timeout");
-        refused("outage --error-rate 1.5", "--error-rate");
-        refused("outage --status 200", "--status");
-        refused("slow --hang", "--hang");
-        refused("flaky --latency-ms 10", "slow scenario");
-        refused(
-            "slow --latency-ms 500 --latency-max-ms 100",
-            "--latency-max-ms",
-        );
-        refused("outage --hang --error-rate 0.5", "--error-rate");
-        refused("outage --sample-ms 5", "--sample-ms");
-        refused("outage --retry-attempts 1", "--retry-attempts");
-        refused("outage --env BREAKER_ENABLED=false", "--circuit-breakers");
-        refused("outage --env nonsense", "KEY=VALUE");
-        refused("outage --env lower=1", "upper-case");
-    }
-
-    #[test]
-    fn breaker_knobs_and_env_become_service_variables() {
-        let s =
-            parse("outage --reset-ms 2000 --min-calls 3 --env BREAKER_RESET_JITTER_MS=50").unwrap();
-        assert_eq!(
-            s.env,
-            [
-                ("BREAKER_RESET_JITTER_MS".to_string(), "50".to_string()),
-                ("BREAKER_RESET_MS".to_string(), "2000".to_string()),
-                ("BREAKER_MIN_CALLS".to_string(), "3".to_string()),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_window_may_end_exactly_at_the_end_of_the_run() {
-        let s = parse("slow --duration 10 --fault-start 5 --fault-length 5").unwrap();
-        assert_eq!(s.fault_window.end_s, 10.0);
-        assert_eq!(s.fault.latency_ms, 200);
-        assert_eq!(s.fault.latency_max_ms, Some(600));
-    }
-}
+mod tests;

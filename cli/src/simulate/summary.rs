@@ -11,7 +11,7 @@
 use super::recording::{Totals, BREAKERS};
 use super::run::RunResult;
 use super::scenario::{Fault, Scenario, Target};
-use super::settings::Settings;
+use super::settings::{Arrivals, Settings};
 use serde::Serialize;
 use shared::env::millis;
 use std::collections::BTreeMap;
@@ -29,6 +29,11 @@ pub struct Summary {
     pub fault_p99_typical_ms: f64,
     /// Seconds in which each breaker was seen open or half-open.
     pub breaker_open_s: BTreeMap<String, u64>,
+    /// Calls that reached the faulty service from its caller (retries and re-drives included,
+    /// calls a breaker rejected not): over the run, and in the fault window. `None` when the
+    /// target is order, whose caller is the simulated client.
+    pub sick_hop_calls: Option<u64>,
+    pub fault_sick_hop_calls: Option<u64>,
     /// Outcomes as `saga load` names them.
     pub outcomes: BTreeMap<String, u64>,
     /// Fallback reasons anywhere along the chain.
@@ -36,8 +41,11 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(run: &RunResult) -> Self {
+    pub fn of(run: &RunResult, target: Target) -> Self {
+        let caller = target.caller_breaker();
         Self {
+            sick_hop_calls: caller.map(|i| run.series.calls(i, false)),
+            fault_sick_hop_calls: caller.map(|i| run.series.calls(i, true)),
             setup: run.setup.label(),
             all: run.series.totals(),
             fault: run.series.fault_totals(),
@@ -70,6 +78,13 @@ pub struct Document {
     pub rate: f64,
     pub hop_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// The simulated client's deadline.
+    pub client_timeout_ms: u64,
+    /// Graceful degradation (`FALLBACK`) in every service.
+    pub fallback: bool,
+    /// The seed every run used: `--seed` repeats it.
+    pub seed: u64,
+    pub arrivals: Arrivals,
     pub runs: Vec<Summary>,
 }
 
@@ -81,16 +96,20 @@ impl Document {
             fault: settings.fault.clone(),
             fault_start_s: settings.fault_window.start_s,
             fault_end_s: settings.fault_window.end_s,
-            duration_s: settings.duration.as_secs(),
+            duration_s: settings.duration_s(),
             rate: settings.rate,
             hop_timeout_ms: millis(settings.hop_timeout),
             request_timeout_ms: millis(settings.request_timeout),
+            client_timeout_ms: millis(settings.client_timeout),
+            fallback: settings.fallback,
+            seed: settings.seed,
+            arrivals: settings.arrivals,
             runs,
         }
     }
 }
 
-const COLUMNS: [(&str, usize); 11] = [
+const COLUMNS: [(&str, usize); 12] = [
     ("setup", 26),
     ("avail %", 8),
     ("fault avail %", 14),
@@ -102,6 +121,7 @@ const COLUMNS: [(&str, usize); 11] = [
     ("fallbacks", 10),
     ("errors", 7),
     ("open s", 7),
+    ("sick hop calls", 14),
 ];
 
 /// The comparison table, for people.
@@ -122,7 +142,7 @@ pub fn table(runs: &[Summary]) -> String {
         let w = |i: usize| COLUMNS[i].1;
         let _ = writeln!(
             out,
-            "{:<w0$} {:>w1$.2} {:>w2$.2} {:>w3$.1} {:>w4$.1} {:>w5$.1} {:>w6$.1} {:>w7$.1} {:>w8$} {:>w9$} {:>w10$}",
+            "{:<w0$} {:>w1$.2} {:>w2$.2} {:>w3$.1} {:>w4$.1} {:>w5$.1} {:>w6$.1} {:>w7$.1} {:>w8$} {:>w9$} {:>w10$} {:>w11$}",
             r.setup,
             r.all.availability_pct,
             r.fault.availability_pct,
@@ -134,6 +154,8 @@ pub fn table(runs: &[Summary]) -> String {
             r.all.fallbacks,
             r.all.errors,
             r.open_seconds(),
+            r.fault_sick_hop_calls
+                .map_or_else(|| "-".to_string(), |c| c.to_string()),
             w0 = w(0),
             w1 = w(1),
             w2 = w(2),
@@ -145,6 +167,7 @@ pub fn table(runs: &[Summary]) -> String {
             w8 = w(8),
             w9 = w(9),
             w10 = w(10),
+            w11 = w(11),
         );
     }
     out
@@ -155,7 +178,7 @@ pub fn csv(runs: &[Summary]) -> String {
     let mut out = String::from(
         "setup,requests,ok,fallbacks,errors,availability_pct,p50_ms,p99_ms,max_ms,\
          fault_requests,fault_availability_pct,fault_p50_ms,fault_p99_ms,fault_max_ms,\
-         fault_p99_typical_ms",
+         fault_p99_typical_ms,sick_hop_calls,fault_sick_hop_calls",
     );
     for name in BREAKERS {
         let _ = write!(out, ",open_s_{}", name.replace("->", "_"));
@@ -182,6 +205,9 @@ pub fn csv(runs: &[Summary]) -> String {
             f.max_ms,
             r.fault_p99_typical_ms,
         );
+        for calls in [r.sick_hop_calls, r.fault_sick_hop_calls] {
+            let _ = write!(out, ",{}", calls.map(|c| c.to_string()).unwrap_or_default());
+        }
         for name in BREAKERS {
             let _ = write!(out, ",{}", r.breaker_open_s.get(name).copied().unwrap_or(0));
         }

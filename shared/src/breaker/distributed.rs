@@ -47,7 +47,24 @@ impl Breaker {
             SharedAdmission::Local => AnyPermit::Local(self.admit().ok_or(BreakerError::Rejected)?),
         };
 
-        let outcome = within(budget, f()).await;
+        let mut fut = pin!(f());
+        let outcome = match self.slow_line(budget) {
+            None => within(budget, fut).await,
+            Some(slow) => {
+                let deadline = tokio::time::Instant::now() + budget;
+                match within(slow, fut.as_mut()).await {
+                    Some(result) => Some(result),
+                    None => {
+                        // Still running at the slow line: recorded now, as on the memory path.
+                        // The deadline is fixed first, so the Redis round trip that records the
+                        // slow call does not lengthen the call's budget.
+                        permit.record(Event::Slow, slow).await;
+                        let rest = tokio::time::timeout_at(deadline, fut).await;
+                        return super::unrecorded(rest.ok(), budget);
+                    }
+                }
+            }
+        };
 
         match outcome {
             Some(Ok(value)) => {
@@ -118,7 +135,7 @@ impl Breaker {
         budget: Duration,
     ) {
         if shared.is_up() {
-            let open_for = ResetBackoff::new(self.cfg.reset, self.cfg.reset_jitter).next_delay();
+            let open_for = ResetBackoff::of(&self.cfg).next_delay();
             match shared
                 .record(trial, event != Event::Success, open_for)
                 .await

@@ -218,6 +218,7 @@ impl<P: FailurePolicy + Clocked> Machine<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::breaker::jitter::Jitter;
 
     /// Dead for 1 s on every failure: the machine must only use what the trait says.
     #[derive(Default)]
@@ -258,7 +259,7 @@ mod tests {
     }
 
     fn backoff() -> ResetBackoff {
-        ResetBackoff::new(Duration::from_secs(5), Duration::ZERO)
+        ResetBackoff::new(Duration::from_secs(5), Duration::ZERO, Jitter::None)
     }
 
     fn opened(now: Instant) -> Machine<AlwaysDead> {

@@ -3,14 +3,23 @@
 //! This is opossum's rolling window: the last `window` of time is split in [`BUCKETS`] buckets
 //! that each count calls and failures; a bucket is recycled as soon as it falls out of the
 //! window, so old failures stop counting bucket by bucket instead of all at once. The verdict
-//! is taken on a failure: open when the window holds at least `min_calls` calls and the failure
-//! percentage is strictly greater than the threshold (exactly 50 % with a threshold of 50 stays
-//! closed). Integer arithmetic decides, so there is no rounding at the boundary.
+//! is taken on a failure, by a [`Trip`] rule over the window's totals:
+//!
+//! - `Rate` (the default, opossum's): open when the window holds at least `min_calls` calls and
+//!   the failure percentage is strictly greater than the threshold (exactly 50 % with a
+//!   threshold of 50 stays closed). The slow-call policy uses this rule too; what differs is
+//!   that the breaker records a call that runs past `BREAKER_SLOW_CALL_MS` as a failure.
+//! - `Count` (the seed's distributed breaker's): open at `failures` failures within the window
+//!   (the seed's `expires`), however many calls succeeded beside them. A rate needs traffic to
+//!   mean anything; a count does not, which is why a low-traffic hop may prefer it.
+//!
+//! One window serves both rules, so both age out bucket by bucket, in memory and in Redis
+//! alike (`record.lua` applies the same rule).
 //!
 //! The window implements failsafe's [`FailurePolicy`], the seam through which the state
 //! machine ([`super::machine::Machine`]) asks for a verdict. When the window says "open", it
-//! answers with how long: `reset` plus a uniform random jitter ([`ResetBackoff`]), so a fleet
-//! of callers does not probe a recovering hop in lock-step.
+//! answers with how long: `reset` plus a random jitter ([`ResetBackoff`], drawn from the
+//! configured [`Jitter`]), so a fleet of callers does not probe a recovering hop in lock-step.
 //!
 //! failsafe's trait carries no timestamps, and a window cannot work without them, so the
 //! machine first tells the policy the time of the outcome through [`Clocked`]. The policy never
@@ -27,6 +36,9 @@ use failsafe::failure_policy::FailurePolicy;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::config::{BreakerConfig, BreakerPolicy};
+use super::jitter::Jitter;
+
 /// Number of buckets the window is split into (opossum's default).
 pub const BUCKETS: usize = 10;
 
@@ -36,28 +48,81 @@ pub trait Clocked {
     fn set_now(&mut self, now: Instant);
 }
 
-/// How long an opened breaker stays open: `reset` plus a uniform random duration in
-/// `[0, jitter]`, drawn afresh every time the breaker opens.
+/// How long an opened breaker stays open: `reset` plus a random duration in `[0, jitter]` drawn
+/// from the [`Jitter`] distribution, afresh every time the breaker opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResetBackoff {
     reset: Duration,
     jitter: Duration,
+    shape: Jitter,
 }
 
 impl ResetBackoff {
-    /// A backoff of `reset` plus up to `jitter`.
-    pub fn new(reset: Duration, jitter: Duration) -> Self {
-        Self { reset, jitter }
+    /// A backoff of `reset` plus up to `jitter`, drawn from `shape`.
+    pub fn new(reset: Duration, jitter: Duration, shape: Jitter) -> Self {
+        Self {
+            reset,
+            jitter,
+            shape,
+        }
+    }
+
+    /// The backoff a breaker configuration asks for.
+    pub fn of(cfg: &BreakerConfig) -> Self {
+        Self::new(cfg.reset, cfg.reset_jitter, cfg.jitter)
     }
 
     /// Draws the next open duration.
     pub fn next_delay(&self) -> Duration {
-        if self.jitter.is_zero() {
-            return self.reset;
+        self.reset.saturating_add(self.shape.draw(self.jitter))
+    }
+}
+
+/// When a window full of outcomes says "open": the breaker's policy, minus the call path's part
+/// (the slow-call policy is a [`Trip::Rate`] whose slow calls the breaker records as failures).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trip {
+    /// opossum's rule: at least `min_calls` calls and strictly more than `threshold_pct` % of
+    /// them failed.
+    Rate {
+        /// Fewest calls in the window before it may open.
+        min_calls: u32,
+        /// Opens when the failure percentage is strictly greater than this.
+        threshold_pct: u8,
+    },
+    /// The seed's rule: `failures` failures within the window (its `expires`), however many
+    /// calls succeeded beside them.
+    Count {
+        /// Failures in the window that open the breaker.
+        failures: u32,
+    },
+}
+
+impl Trip {
+    /// The rule a breaker configuration asks for.
+    pub fn of(cfg: &BreakerConfig) -> Self {
+        match cfg.policy {
+            BreakerPolicy::Count { failures } => Self::Count { failures },
+            BreakerPolicy::Rate | BreakerPolicy::Slow { .. } => Self::Rate {
+                min_calls: cfg.min_calls,
+                threshold_pct: cfg.error_threshold_pct,
+            },
         }
-        let max = u64::try_from(self.jitter.as_nanos()).unwrap_or(u64::MAX);
-        self.reset
-            .saturating_add(Duration::from_nanos(rand::random_range(0..=max)))
+    }
+
+    /// Whether `calls` calls of which `failures` failed trip the window. Integer arithmetic, so
+    /// there is no rounding at the boundary.
+    pub fn trips(self, calls: u32, failures: u32) -> bool {
+        match self {
+            Self::Rate {
+                min_calls,
+                threshold_pct,
+            } => {
+                calls >= min_calls
+                    && u64::from(failures) * 100 > u64::from(threshold_pct) * u64::from(calls)
+            }
+            Self::Count { failures: limit } => failures >= limit,
+        }
     }
 }
 
@@ -103,22 +168,14 @@ pub struct RollingWindow {
     bucket_len: Duration,
     /// The time of the outcome being recorded ([`Clocked::set_now`]).
     now: Instant,
-    min_calls: u32,
-    threshold_pct: u8,
+    trip: Trip,
     backoff: ResetBackoff,
 }
 
 impl RollingWindow {
     /// A window of length `window` (split in [`BUCKETS`] buckets) starting at `start`, that
-    /// opens when it holds at least `min_calls` calls and more than `threshold_pct` % of them
-    /// failed, for the time `backoff` draws.
-    pub fn new(
-        window: Duration,
-        min_calls: u32,
-        threshold_pct: u8,
-        backoff: ResetBackoff,
-        start: Instant,
-    ) -> Self {
+    /// opens when `trip` says so, for the time `backoff` draws.
+    pub fn new(window: Duration, trip: Trip, backoff: ResetBackoff, start: Instant) -> Self {
         // A zero window would make every bucket zero-length; one nanosecond degrades to
         // "only the current instant counts" instead of dividing by zero.
         let bucket_len = (window / BUCKETS as u32).max(Duration::from_nanos(1));
@@ -128,8 +185,7 @@ impl RollingWindow {
             head_end: start + bucket_len,
             bucket_len,
             now: start,
-            min_calls,
-            threshold_pct,
+            trip,
             backoff,
         }
     }
@@ -182,9 +238,7 @@ impl RollingWindow {
 
     fn should_open(&self) -> bool {
         let stats = self.stats(self.now);
-        stats.calls >= self.min_calls
-            && u64::from(stats.failures) * 100
-                > u64::from(self.threshold_pct) * u64::from(stats.calls)
+        self.trip.trips(stats.calls, stats.failures)
     }
 }
 
@@ -219,8 +273,12 @@ mod tests {
     const WINDOW: Duration = Duration::from_secs(10);
 
     fn window(min_calls: u32, threshold_pct: u8, start: Instant) -> RollingWindow {
-        let backoff = ResetBackoff::new(Duration::from_secs(10), Duration::ZERO);
-        RollingWindow::new(WINDOW, min_calls, threshold_pct, backoff, start)
+        let backoff = ResetBackoff::new(Duration::from_secs(10), Duration::ZERO, Jitter::None);
+        let trip = Trip::Rate {
+            min_calls,
+            threshold_pct,
+        };
+        RollingWindow::new(WINDOW, trip, backoff, start)
     }
 
     /// Records `successes` then `failures` at `now`; the last failure's verdict.
@@ -289,6 +347,32 @@ mod tests {
     }
 
     #[test]
+    fn count_trips_at_the_nth_failure_however_many_calls_succeeded() {
+        let t0 = Instant::now();
+        let backoff = ResetBackoff::new(Duration::from_secs(10), Duration::ZERO, Jitter::None);
+        let mut w = RollingWindow::new(WINDOW, Trip::Count { failures: 3 }, backoff, t0);
+        // 2 % failures: far below any rate threshold, but the third failure is the count.
+        assert_eq!(record(&mut w, t0, 100, 2), None);
+        assert_eq!(record(&mut w, t0, 0, 1), Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn count_forgets_failures_older_than_the_window() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let backoff = ResetBackoff::new(Duration::from_secs(10), Duration::ZERO, Jitter::None);
+        let mut w = RollingWindow::new(WINDOW, Trip::Count { failures: 3 }, backoff, t0);
+        assert_eq!(record(&mut w, at(0), 0, 2), None);
+        // Ten seconds later the first two have expired: this is one failure, not three.
+        assert_eq!(record(&mut w, at(10_000), 0, 1), None);
+        assert_eq!(record(&mut w, at(10_500), 0, 1), None);
+        assert_eq!(
+            record(&mut w, at(11_000), 0, 1),
+            Some(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
     fn revived_clears_the_window() {
         let t0 = Instant::now();
         let mut w = window(100, 50, t0);
@@ -301,13 +385,20 @@ mod tests {
     fn reset_jitter_stays_within_bounds() {
         let reset = Duration::from_secs(10);
         let jitter = Duration::from_secs(2);
-        let backoff = ResetBackoff::new(reset, jitter);
+        let backoff = ResetBackoff::new(reset, jitter, Jitter::Uniform);
         let delays: Vec<Duration> = (0..1_000).map(|_| backoff.next_delay()).collect();
         assert!(delays.iter().all(|d| (reset..=reset + jitter).contains(d)));
         assert!(
             delays.iter().any(|d| *d != delays[0]),
             "jitter must actually vary"
         );
-        assert_eq!(ResetBackoff::new(reset, Duration::ZERO).next_delay(), reset);
+        assert_eq!(
+            ResetBackoff::new(reset, Duration::ZERO, Jitter::Uniform).next_delay(),
+            reset
+        );
+        assert_eq!(
+            ResetBackoff::new(reset, jitter, Jitter::None).next_delay(),
+            reset
+        );
     }
 }

@@ -4,6 +4,10 @@
 //! something (or could not be reached), the record moves, and the answer about the record's
 //! *current* state is saved in it. Keeping those steps here, below all three, is what lets the
 //! re-driver finish a request exactly as the request would have.
+//!
+//! [`log_answered`] is the one `info` line a hop writes per order it answers: the outcome and
+//! what the next hop did for it, so a person reading `docker-compose logs -f` sees each order
+//! go by once per hop, and the breaker's own per-call lines can stay at `debug`.
 
 use super::state::AppState;
 use crate::hop::{ForwardError, Hop};
@@ -114,6 +118,44 @@ fn with_location(mut res: Response, state: &AppState, id: &SagaId) -> Response {
     res
 }
 
+/// What the next hop did for `rec`, in a few words: `shipment completed`, `failed: http 502`,
+/// `not called: breaker open`, or `-` when there is no next hop.
+pub(super) fn next_hop_summary(rec: &SagaRecord) -> String {
+    if let Some(f) = &rec.fallback {
+        return match f.reason.as_str() {
+            "open" => "not called: breaker open".to_string(),
+            "deadline" => "not called: deadline spent".to_string(),
+            reason => format!("failed: {reason}"),
+        };
+    }
+    match &rec.next {
+        Some(next) => format!(
+            "{} {}",
+            next.get("service")
+                .and_then(|s| s.as_str())
+                .unwrap_or("next hop"),
+            next.get("status")
+                .and_then(|s| s.as_str())
+                .unwrap_or("answered")
+        ),
+        None => "-".to_string(),
+    }
+}
+
+/// The `info` line of an answered order (`event = "answered"`); the request's span adds the
+/// service, the count and the saga id. A replay (`replayed`: an idempotent repeat answered from
+/// the store, as every re-drive of the caller's is) logs at `debug`, so an outage's re-drives
+/// don't repeat each order's line.
+pub(super) fn log_answered(rec: &SagaRecord, replayed: bool, started: tokio::time::Instant) {
+    let next = next_hop_summary(rec);
+    let ms = started.elapsed().as_millis() as u64;
+    if replayed {
+        tracing::debug!(event = "answered", outcome = %rec.status, next, ms, replayed, "replayed");
+    } else {
+        tracing::info!(event = "answered", outcome = %rec.status, next, ms, "answered");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +175,23 @@ mod tests {
             Status::Compensated
         );
         assert_eq!(settle(&json!({"status": "failed"})).0, Status::Failed);
+    }
+
+    #[test]
+    fn the_answer_line_says_what_the_next_hop_did() {
+        let mut rec =
+            SagaRecord::accepted("k".into(), "f".into(), "1".into(), 1, json!({"id": "1"}));
+        assert_eq!(next_hop_summary(&rec), "-");
+        rec.next = Some(json!({"service": "shipment", "status": "completed"}));
+        assert_eq!(next_hop_summary(&rec), "shipment completed");
+        let fallback = |reason: &str| Fallback {
+            reason: reason.into(),
+            detail: String::new(),
+        };
+        rec.next = None;
+        rec.fallback = Some(fallback("open"));
+        assert_eq!(next_hop_summary(&rec), "not called: breaker open");
+        rec.fallback = Some(fallback("http 502"));
+        assert_eq!(next_hop_summary(&rec), "failed: http 502");
     }
 }

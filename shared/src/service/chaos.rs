@@ -43,7 +43,7 @@ async fn apply_chaos(state: &AppState) -> Result<(), ApiError> {
         let wait = if faults.hang {
             state.config.request_timeout
         } else {
-            faults.latency()
+            state.chaos.latency(&faults)
         };
         if !wait.is_zero() {
             tokio::select! {
@@ -58,7 +58,7 @@ async fn apply_chaos(state: &AppState) -> Result<(), ApiError> {
                 what: "hang",
             });
         }
-        return match faults.roll_error() {
+        return match state.chaos.roll_error(&faults) {
             Some(status) => Err(ApiError::Chaos {
                 status,
                 what: "error",

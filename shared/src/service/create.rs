@@ -9,7 +9,7 @@
 //! forward (the last one) stores its record already completed: one write instead of two, since
 //! there is no call to persist before.
 
-use super::answer::{apply_answer, located, replay, saved_response};
+use super::answer::{apply_answer, located, log_answered, replay, saved_response};
 use super::budget::within;
 use super::chaos::ChaosGate;
 use super::extract::{Count, Deadline, IdempotencyKey, ValidJson};
@@ -71,6 +71,7 @@ pub(super) async fn create<P: Part>(
     key: Result<Option<IdempotencyKey>, ApiError>,
     ValidJson { part, canonical }: ValidJson<P>,
 ) -> Result<Response, ApiError> {
+    let started = tokio::time::Instant::now();
     let key = key?.map(|IdempotencyKey(k)| k);
     let count = count.saturating_add(1);
     let span = tracing::Span::current();
@@ -87,6 +88,11 @@ pub(super) async fn create<P: Part>(
             fallback: None,
             message: Some("Last"),
         };
+        tracing::info!(
+            event = "answered",
+            outcome = "last",
+            "answered: hop limit reached"
+        );
         return Ok(Json(body).into_response());
     }
 
@@ -120,6 +126,7 @@ pub(super) async fn create<P: Part>(
         Inserted::New => {
             if let Some(saved) = rec.response.as_ref().filter(|_| rec.status.is_terminal()) {
                 span.record("saga_id", tracing::field::display(rec.saga_id));
+                log_answered(&rec, false, started);
                 return Ok(located(
                     &state,
                     &rec.saga_id,
@@ -145,6 +152,7 @@ pub(super) async fn create<P: Part>(
             if old.is_tombstone() {
                 // Cancelled by the caller before this request arrived: nothing to do.
                 if let Some(saved) = &old.response {
+                    log_answered(&old, true, started);
                     return Ok(replay(&state, &old, saved));
                 }
             }
@@ -155,6 +163,8 @@ pub(super) async fn create<P: Part>(
                 )));
             }
             if let Some(saved) = &old.response {
+                span.record("saga_id", tracing::field::display(old.saga_id));
+                log_answered(&old, true, started);
                 return Ok(replay(&state, &old, saved));
             }
             // Accepted before but never answered (a crash, an injected failure, a request still
@@ -163,7 +173,7 @@ pub(super) async fn create<P: Part>(
         }
     };
     span.record("saga_id", tracing::field::display(rec.saga_id));
-    process(&state, rec, forward, deadline, injected).await
+    process(&state, rec, forward, deadline, injected, started).await
 }
 
 /// Acts out an armed failpoint at a step of the request's flow (see `crate::failpoint`): an
@@ -197,7 +207,8 @@ fn twin(
     Box::pin(async move {
         if let Ok(Some(rec)) = state.store.get_by_key(&key).await {
             if rec.response.is_none() {
-                let _ = process(&state, rec, forward, deadline, false).await;
+                let started = tokio::time::Instant::now();
+                let _ = process(&state, rec, forward, deadline, false, started).await;
             }
         }
     })
@@ -210,6 +221,7 @@ async fn process(
     forward: Option<serde_json::Value>,
     deadline: tokio::time::Instant,
     injected: bool,
+    started: tokio::time::Instant,
 ) -> Result<Response, ApiError> {
     if injected {
         let read = rec.version;
@@ -236,10 +248,16 @@ async fn process(
             let (answer, tries) = hop.forward(&key, rec.count, part, deadline).await;
             failpoint_at(Point::Answer, state, &rec.key, &forward, deadline)?;
             rec.attempts += tries;
-            http_status = apply_answer(&mut rec, answer, hop, "forward", true)?;
+            let fallback = state.config.fallback;
+            http_status = apply_answer(&mut rec, answer, hop, "forward", fallback)?;
             if !rec.status.is_terminal() {
                 let wait = backoff(&state.config.saga, rec.redrives);
                 rec.due_at = Some(later(chrono::Utc::now(), wait));
+            }
+            if !fallback && rec.status == Status::Degraded {
+                if let Some(failed) = rec.fallback.clone() {
+                    return fail_without_fallback(state, rec, read, hop, failed).await;
+                }
             }
         }
         _ => {
@@ -252,6 +270,8 @@ async fn process(
     rec.response = Some(saved);
     rec.version = read + 1;
     let (saga_id, key) = (rec.saga_id, rec.key.clone());
+    let outcome = state.live.note(&rec, "request");
+    log_answered(&rec, false, started);
     // The answer need not wait for this write (see `finish`); it does when too many are queued.
     let finish = Finishing::finish(state, rec, read);
     if !within(deadline, "saving the outcome", finish).await? {
@@ -265,6 +285,7 @@ async fn process(
         .await?
         {
             if let Some(saved) = &current.response {
+                log_answered(&current, true, started);
                 return Ok(replay(state, &current, saved));
             }
         }
@@ -272,7 +293,34 @@ async fn process(
             "saga {saga_id} is being processed by another request; retry"
         )));
     }
+    state.live.publish(outcome);
     Ok(located(state, &saga_id, http_status, body))
+}
+
+/// `FALLBACK=false`: the next hop failed and no degraded answer is given. The record is saved
+/// as it moved (degraded, due for the re-driver) but without a saved answer, so a retry under
+/// the same key carries the record on instead of replaying a 502; the caller gets 502.
+async fn fail_without_fallback(
+    state: &AppState,
+    mut rec: SagaRecord,
+    read: u64,
+    hop: &Hop,
+    failed: Fallback,
+) -> Result<Response, ApiError> {
+    rec.version = read + 1;
+    if !state.store.replace(&rec, read).await? {
+        if let Some(current) = state.store.get_by_key(&rec.key).await? {
+            if let Some(saved) = &current.response {
+                return Ok(replay(state, &current, saved));
+            }
+        }
+    }
+    Err(ApiError::NextHopFailed {
+        hop: hop.breaker().name().to_string(),
+        reason: failed.reason,
+        detail: failed.detail,
+        saga_id: rec.saga_id.to_string(),
+    })
 }
 
 #[cfg(test)]

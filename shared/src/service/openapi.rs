@@ -148,6 +148,18 @@ fn text(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
+fn html(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "text/html",
+            ContentBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build(),
+        )
+        .build()
+}
+
 fn header(name: &str, description: &str, pattern: &str) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
@@ -350,6 +362,17 @@ pub fn document<P: Part>() -> OpenApi {
         .path(
             "/metrics",
             simple("metrics", "Prometheus metrics", text("Prometheus text")),
+        )
+        // `/live/events` (the page's Server-Sent Events) is left out on purpose: a stream that
+        // never ends can't be answered to a client that waits for the end of the body, which is
+        // what generated-request testers do. docs/request-flow.md describes it.
+        .path(
+            "/live",
+            simple(
+                "live",
+                "The live breaker page (HTML; it reads /live/events)",
+                html("The page"),
+            ),
         );
 
     OpenApiBuilder::new()

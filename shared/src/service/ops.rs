@@ -2,7 +2,7 @@
 //!
 //! `/` (the original demo's hello), `/health` (the process is up), `/ready` (its database
 //! answers), `/metrics` (Prometheus text), `/breaker` (the next hop's breaker, as a snapshot) and
-//! `/openapi.json`. None of them touches a saga; each is a few lines over the state.
+//! `/openapi.json`. The live page over `/breaker`'s body is `live.rs`. None of them touches a saga; each is a few lines over the state.
 
 use super::part::Part;
 use super::state::AppState;
@@ -57,9 +57,15 @@ pub(super) async fn metrics_text() -> Response {
 }
 
 pub(super) async fn breaker(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
+    Json(breaker_body(&state))
+}
+
+/// `GET /breaker`'s body, which the live page's stream sends too.
+pub(super) fn breaker_body(state: &AppState) -> serde_json::Value {
+    serde_json::json!({
         "service": state.service,
         "next_hop": state.hop.as_ref().map(|h| h.url().as_str()),
         "breaker": state.hop.as_ref().map(|h| h.breaker().snapshot()),
-    }))
+        "next_hop_calls": state.hop.as_ref().map(|h| h.sent()),
+    })
 }

@@ -24,6 +24,10 @@
 //! (`schedule.rs`), so the schedule survives SIGKILL with the rest of the state. When the
 //! database is down the re-driver pauses, says so once, and resumes by itself. The serving file
 //! spawns it; nothing else in the service depends on it.
+//!
+//! Metrics: the gauge `saga_redrive_due{service}` (records due at the last pass, at most one
+//! batch), the counters `saga_redrives_total{service, status}` (steps, by the status they left
+//! the record in) and `saga_give_ups_total{service}`.
 
 use super::answer::{apply_answer, saved_response};
 use super::compensate::undo;
@@ -70,12 +74,19 @@ pub fn spawn<P: Part>(state: Arc<AppState>) -> JoinHandle<()> {
 
 async fn run<P: Part>(state: Arc<AppState>, instance: String) {
     let mut paused = false;
+    // The backlog: records found due in the last pass (at most a batch; a full batch means
+    // at least that many).
+    let due = metrics::gauge!("saga_redrive_due", "service" => state.service);
+    due.set(0.0);
+    // Registered now, so a dashboard shows 0 give-ups rather than no data until the first.
+    metrics::counter!("saga_give_ups_total", "service" => state.service).increment(0);
     loop {
         if state.shutdown.is_cancelled() {
             break;
         }
         let full = match state.store.list_due(Utc::now(), BATCH).await {
             Ok(batch) => {
+                due.set(batch.len() as f64);
                 if paused {
                     paused = false;
                     tracing::info!(
@@ -228,7 +239,11 @@ async fn step<P: Part>(
     rec.response = Some(saved_response(state, &rec, http));
     rec.version = claimed + 1;
     // Lost to a concurrent replay of the same request: that one wrote the newer state.
-    state.store.replace(&rec, claimed).await.map(drop)
+    let saved = state.store.replace(&rec, claimed).await?;
+    if saved {
+        state.live.saga(&rec, "redrive");
+    }
+    Ok(())
 }
 
 fn is_rejected<T>(answer: &Result<T, ForwardError>) -> bool {

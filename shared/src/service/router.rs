@@ -10,6 +10,7 @@ use super::admission::admit;
 use super::chaos::{chaos_delete, chaos_get, chaos_put};
 use super::compensate::compensate;
 use super::create::create;
+use super::live;
 use super::ops::{breaker, health, hello, metrics_text, openapi, ready};
 use super::part::Part;
 use super::record::get_record;
@@ -56,6 +57,8 @@ pub fn app<P: Part>(state: Arc<AppState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .route("/breaker", get(breaker))
+        .route("/live", get(live::page))
+        .route("/live/events", get(live::events))
         .route("/openapi.json", get(openapi::<P>))
         .merge(flow)
         .route(&record_path, get(get_record))

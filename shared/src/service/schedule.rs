@@ -21,6 +21,7 @@ pub fn backoff(cfg: &SagaConfig, n: u32) -> Duration {
             max_attempts: 1,
             base: cfg.backoff_base,
             cap: cfg.backoff_cap,
+            ..RetryConfig::default()
         },
         n,
     )

@@ -5,6 +5,7 @@
 //! failure and belongs to the serving file, which reuses the same error.
 
 use super::finish::Finishing;
+use super::live::Live;
 use super::part::Part;
 use crate::breaker::Breaker;
 use crate::chaos::Chaos;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub admission: Arc<tokio::sync::Semaphore>,
     /// Final writes made after the answer (see `finish`).
     pub finishing: Finishing,
+    /// Saga outcomes for the live page (see `live`).
+    pub live: Live,
 }
 
 /// Builds the state for `P` from `config`: opens the store, builds the breaker and hop client.
@@ -79,6 +82,7 @@ pub fn state_with_store<P: Part>(
         shutdown: CancellationToken::new(),
         admission,
         finishing: Finishing::new(max_in_flight),
+        live: Live::default(),
     }))
 }
 

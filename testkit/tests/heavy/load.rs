@@ -11,6 +11,7 @@ fn plan(rate: f64, secs: u64) -> Plan {
         duration: Duration::from_secs(secs),
         timeout: Duration::from_secs(2),
         limit: 1000,
+        spacing: Default::default(),
     }
 }
 

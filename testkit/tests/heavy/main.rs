@@ -14,6 +14,8 @@ mod crash;
 mod faults;
 mod load;
 mod simulate;
+mod simulate_story;
+mod story;
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -8,6 +8,7 @@
 //! a second of the fault instead of waiting for the failures to outweigh ten seconds of
 //! successes (which is what the defaults do — see the README).
 
+use saga::simulate::scenario::Setup;
 use saga::simulate::summary::Summary;
 use saga::simulate::{self, SimulateArgs};
 
@@ -37,6 +38,10 @@ async fn during_a_hang_breakers_keep_p99_far_below_timeouts_alone_without_losing
         "6",
         "--request-timeout",
         "1500",
+        // The client waits as long as the services may take: this relation is about latency,
+        // not about an SLA (the story tests have one).
+        "--client-timeout",
+        "3",
         "--window-ms",
         "1000",
         // The relation is about the request path. Re-drives of the outage's degraded sagas
@@ -48,7 +53,15 @@ async fn during_a_hang_breakers_keep_p99_far_below_timeouts_alone_without_losing
         &out.path().display().to_string(),
     ])
     .expect("valid arguments");
-    let settings = args.settings().expect("valid settings");
+    let mut settings = args.settings().expect("valid settings");
+    // The matrix this relation was written for: breakers with and without retries, beside
+    // timeouts alone and nothing.
+    settings.setups = vec![
+        Setup::new(false, false, false),
+        Setup::new(true, false, false),
+        Setup::new(true, true, false),
+        Setup::new(true, true, true).budgeted(),
+    ];
     let outcome = simulate::simulate(&settings, true)
         .await
         .expect("the matrix runs");
@@ -58,7 +71,7 @@ async fn during_a_hang_breakers_keep_p99_far_below_timeouts_alone_without_losing
     let none = run_by_label(runs, "none");
     let timeouts = run_by_label(runs, "timeouts");
     let breakers = run_by_label(runs, "timeouts+breakers");
-    let retries = run_by_label(runs, "timeouts+breakers+retries");
+    let retries = run_by_label(runs, "timeouts+breakers+retries+budget");
 
     // The hang really hit: without a breaker every request in it waits for a hop timeout,
     // and without timeouts for longer still.
@@ -102,7 +115,7 @@ async fn during_a_hang_breakers_keep_p99_far_below_timeouts_alone_without_losing
         "outage-none",
         "outage-timeouts",
         "outage-timeouts-breakers",
-        "outage-timeouts-breakers-retries",
+        "outage-timeouts-breakers-retries-budget",
         "outage-matrix",
     ] {
         let png = std::fs::read(out.path().join(format!("{stem}.png"))).expect("a PNG");

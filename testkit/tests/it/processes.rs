@@ -5,6 +5,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
+use testkit::compose::{file as compose, interpolate, scalar};
 use testkit::process::{binary, wait_ready, Proc};
 use testkit::{mongo, seed, unique_db_name};
 
@@ -28,30 +29,6 @@ fn a_bad_environment_exits_2_naming_every_bad_variable() {
             assert!(err.contains(var), "{svc} stderr lacks {var}: {err}");
         }
         assert!(err.contains("expected"), "{err}");
-    }
-}
-
-/// docker-compose.yaml at the workspace root.
-fn compose() -> serde_yaml_ng::Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker-compose.yaml");
-    let text = std::fs::read_to_string(path).expect("docker-compose.yaml is readable");
-    serde_yaml_ng::from_str(&text).expect("docker-compose.yaml is YAML")
-}
-
-/// What compose makes of `${VAR:-default}` when `VAR` is unset: the default.
-fn compose_default(v: &str) -> String {
-    v.strip_prefix("${")
-        .and_then(|rest| rest.strip_suffix('}'))
-        .and_then(|inner| inner.split_once(":-"))
-        .map_or_else(|| v.to_string(), |(_, default)| default.to_string())
-}
-
-fn scalar(v: &serde_yaml_ng::Value) -> String {
-    match v {
-        serde_yaml_ng::Value::String(s) => s.clone(),
-        serde_yaml_ng::Value::Number(n) => n.to_string(),
-        serde_yaml_ng::Value::Bool(b) => b.to_string(),
-        other => panic!("unexpected environment value {other:?}"),
     }
 }
 
@@ -126,7 +103,7 @@ async fn the_binaries_run_with_exactly_the_compose_environment() {
         let mut env: Vec<(String, String)> = Vec::new();
         for (k, v) in env_map {
             let k = scalar(k);
-            let mut v = compose_default(&scalar(v));
+            let mut v = interpolate(&scalar(v));
             match k.as_str() {
                 // The compose network's host names are this machine's loopback here.
                 "CHAIN_SVC" => {

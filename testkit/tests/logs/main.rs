@@ -10,3 +10,5 @@
 mod breaker_cycle;
 mod capture;
 mod redis_breaker;
+mod redis_policies;
+mod watch;

@@ -107,6 +107,7 @@ fn is_rejected(outcome: &Outcome) -> bool {
 fn config() -> BreakerConfig {
     BreakerConfig {
         timeout: Duration::from_secs(5),
+        reset_jitter: Duration::ZERO,
         ..BreakerConfig::default()
     }
 }

@@ -12,6 +12,8 @@
 -- ARGV[7]  how long to stay open if this outcome opens the breaker (ms, jitter drawn by the caller)
 -- ARGV[8]  time to live of both keys (ms)
 -- ARGV[9]  '1' enabled, '0' disabled (count, never open)
+-- ARGV[10] the count policy's failures (opens at that many failures in the window, whatever
+--          the calls), or '0' for the rate rule of ARGV[5] and ARGV[6]
 --
 -- Returns {transition, state, until, calls, failures}; transition is
 --   'none'      counted, no change
@@ -83,8 +85,14 @@ if state ~= 'closed' then
   return {'stale', state, tonumber(s[3]) or 0, 0, 0}
 end
 local calls, failures = count()
-if failed and ARGV[9] == '1' and calls >= tonumber(ARGV[5])
-    and failures * 100 > tonumber(ARGV[6]) * calls then
+local limit = tonumber(ARGV[10])
+local trips
+if limit > 0 then
+  trips = failures >= limit
+else
+  trips = calls >= tonumber(ARGV[5]) and failures * 100 > tonumber(ARGV[6]) * calls
+end
+if failed and ARGV[9] == '1' and trips then
   return open('opened', calls, failures)
 end
 return {'none', 'closed', 0, calls, failures}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use ::redis::{Pipeline, Script, ScriptInvocation};
 
 use super::RedisDown;
-use crate::breaker::config::BreakerConfig;
+use crate::breaker::config::{BreakerConfig, BreakerPolicy};
 use crate::breaker::machine::BreakerState;
 use crate::breaker::policy::{WindowStats, BUCKETS};
 use crate::env::millis;
@@ -156,6 +156,8 @@ pub(super) struct Scripts {
     ttl_ms: u64,
     min_calls: u32,
     threshold_pct: u8,
+    /// The count policy's failures; 0 for the rate rule.
+    count_failures: u32,
     enabled: bool,
 }
 
@@ -171,6 +173,10 @@ impl Scripts {
             ttl_ms: millis(key_ttl(cfg)),
             min_calls: cfg.min_calls,
             threshold_pct: cfg.error_threshold_pct,
+            count_failures: match cfg.policy {
+                BreakerPolicy::Count { failures } => failures,
+                BreakerPolicy::Rate | BreakerPolicy::Slow { .. } => 0,
+            },
             enabled: cfg.enabled,
         }
     }
@@ -217,7 +223,8 @@ impl Scripts {
             .arg(u32::from(self.threshold_pct))
             .arg(millis(open_for))
             .arg(self.ttl_ms)
-            .arg(if self.enabled { "1" } else { "0" });
+            .arg(if self.enabled { "1" } else { "0" })
+            .arg(self.count_failures);
         invocation
     }
 

@@ -28,6 +28,7 @@ fn keys_outlive_the_window_the_open_time_and_the_lease() {
     assert_eq!(key_ttl(&cfg), Duration::from_secs(30));
     let short = BreakerConfig {
         reset: Duration::from_millis(10),
+        reset_jitter: Duration::ZERO,
         window: Duration::from_millis(10),
         timeout: Duration::ZERO,
         ..BreakerConfig::default()
