@@ -75,6 +75,8 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<Advice> {
         timeout: Duration::from_secs(10),
         limit: 10_000,
         spacing: load::Spacing::Even,
+        // The hop is measured as it answers, not as a deadline would cut it.
+        deadline: false,
     };
     let client = reqwest::Client::builder()
         .timeout(plan.timeout)

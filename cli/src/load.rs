@@ -80,6 +80,9 @@ pub struct Plan {
     /// Most requests in flight at once.
     pub limit: usize,
     pub spacing: Spacing,
+    /// Send `timeout` as `X-Deadline-Ms`, so the service answers within it (deadline
+    /// propagation, itself a timeout: `saga simulate` sends it only in setups with timeouts).
+    pub deadline: bool,
 }
 
 impl Plan {
@@ -213,6 +216,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<Report> {
         timeout: Duration::from_millis(args.timeout_ms),
         limit: args.concurrency_limit,
         spacing: Spacing::Even,
+        deadline: true,
     };
     let client = reqwest::Client::builder()
         .timeout(plan.timeout)
@@ -328,8 +332,12 @@ fn schedule(
             .post(&target.url)
             .timeout(plan.timeout)
             .header("content-type", "application/json")
-            .header("x-deadline-ms", plan.timeout.as_millis().to_string())
             .body(target.body.clone());
+        let request = if plan.deadline {
+            request.header("x-deadline-ms", plan.timeout.as_millis().to_string())
+        } else {
+            request
+        };
         let tx = tx.clone();
         target.runtime.spawn(async move {
             let outcome = send(request).await;
@@ -511,6 +519,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             limit: 10,
             spacing: Spacing::Even,
+            deadline: true,
         };
         assert_eq!(plan.scheduled(), 200);
         assert_eq!(plan.offsets()[50], Duration::from_millis(500));
@@ -524,6 +533,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             limit: 10,
             spacing: Spacing::Random { seed },
+            deadline: true,
         };
         let a = plan(3).offsets();
         assert_eq!(a.len(), 200);

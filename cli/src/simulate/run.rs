@@ -237,6 +237,8 @@ async fn drive(
                 seed: settings.seed,
             },
         },
+        // Deadline propagation is a timeout: only setups with timeouts tell the services.
+        deadline: setup.timeouts,
     };
     // A fault from the first second is on before the clock starts, so the first request
     // meets it whatever the machine's load.

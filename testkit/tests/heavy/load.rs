@@ -12,6 +12,7 @@ fn plan(rate: f64, secs: u64) -> Plan {
         timeout: Duration::from_secs(2),
         limit: 1000,
         spacing: Default::default(),
+        deadline: true,
     }
 }
 
