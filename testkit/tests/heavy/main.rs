@@ -11,6 +11,7 @@
 
 mod crash;
 mod load;
+mod metastable;
 mod simulate;
 mod simulate_story;
 mod story;
