@@ -175,7 +175,14 @@ fn scenario_label(settings: &Settings) -> String {
     format!(
         "{} ({}) on {} {}–{} s, {} req/s, hop timeout {}, client {}{}, seed {}",
         settings.scenario.name(),
-        settings.fault.describe(),
+        match &settings.base_fault {
+            Some(base) => format!(
+                "{}, {} ms in the trigger",
+                base.describe(),
+                settings.fault.service_ms
+            ),
+            None => settings.fault.describe(),
+        },
         settings.target.name(),
         trim(w.start_s),
         trim(w.end_s),

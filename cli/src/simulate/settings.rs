@@ -18,7 +18,9 @@ pub struct SimulateArgs {
     /// What goes wrong in the fault window: `outage` (the target's listener is stopped:
     /// connection refused; or it hangs with `--hang`, or fails with `--error-rate`/`--status`),
     /// `performance` (alias `slow`: the target answers late, a random latency in
-    /// `--latency-ms..=--latency-max-ms`) or `flaky` (a share of requests fail).
+    /// `--latency-ms..=--latency-max-ms`), `flaky` (a share of requests fail) or `metastable`
+    /// (the target keeps a capacity, `--workers` × `--service-ms`, all run long and is slower
+    /// in the window, `--trigger-service-ms`; no fallback, goodput compared after the window).
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// Length of each run: `30` (seconds), `30s`, `1500ms`, `2m`.

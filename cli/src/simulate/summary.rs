@@ -114,7 +114,7 @@ impl Document {
 }
 
 const COLUMNS: [(&str, usize); 12] = [
-    ("setup", 26),
+    ("setup", 41),
     ("avail %", 8),
     ("fault avail %", 14),
     ("p50 ms", 9),
