@@ -414,39 +414,10 @@ impl SimulateArgs {
         })
     }
 
-    /// The capacity a metastable run's target keeps outside the trigger; `None` otherwise.
-    fn base_fault(&self) -> Result<Option<Fault>, InvalidArgs> {
-        if self.scenario != Scenario::Metastable {
-            return Ok(None);
-        }
-        let workers = self.workers.unwrap_or(2);
-        let service_ms = self.service_ms.unwrap_or(50);
-        if !(1..=10_000).contains(&workers) {
-            return Err(InvalidArgs(format!(
-                "--workers must be from 1 to 10000, got {workers}"
-            )));
-        }
-        if !(1..=60_000).contains(&service_ms) {
-            return Err(InvalidArgs(format!(
-                "--service-ms must be from 1 to 60000, got {service_ms}"
-            )));
-        }
-        Ok(Some(Fault::capacity(workers, service_ms)))
-    }
-
     /// The fault of the scenario, with its defaults filled in.
     fn fault(&self) -> Result<Fault, InvalidArgs> {
         let bad = |msg: String| Err(InvalidArgs(msg));
-        let capacity_given = self.workers.is_some()
-            || self.service_ms.is_some()
-            || self.trigger_service_ms.is_some();
-        if capacity_given && self.scenario != Scenario::Metastable {
-            return bad(format!(
-                "--workers/--service-ms/--trigger-service-ms belong to the metastable scenario, \
-                 not {}",
-                self.scenario.name()
-            ));
-        }
+        self.check_capacity_flags()?;
         if self.hang && self.scenario != Scenario::Outage {
             return bad(format!(
                 "--hang belongs to the outage scenario, not {}",
@@ -472,17 +443,7 @@ impl SimulateArgs {
             return bad("--error-rate/--status belong to outage (without --hang) and flaky".into());
         }
         let fault = match self.scenario {
-            Scenario::Metastable => {
-                let base = self.service_ms.unwrap_or(50);
-                let trigger = self.trigger_service_ms.unwrap_or(base.max(300));
-                if trigger <= base || trigger > 60_000 {
-                    return bad(format!(
-                        "--trigger-service-ms must be above --service-ms ({base}) and at most \
-                         60000, got {trigger}"
-                    ));
-                }
-                Fault::capacity(self.workers.unwrap_or(2), trigger)
-            }
+            Scenario::Metastable => self.trigger()?,
             Scenario::Outage if self.hang => Fault {
                 hang: true,
                 ..Fault::none()
@@ -577,5 +538,6 @@ impl SimulateArgs {
     }
 }
 
+mod capacity;
 #[cfg(test)]
 mod tests;
