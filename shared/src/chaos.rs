@@ -51,8 +51,12 @@ pub struct Faults {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<u32>,
     /// Capacity: how long one request holds a worker, read when its turn comes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub service_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// The most workers a capacity fault may have.
