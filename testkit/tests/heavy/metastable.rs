@@ -20,7 +20,7 @@ use saga::simulate::{self, SimulateArgs};
 const RATE: f64 = 20.0;
 /// 2 workers × 50 ms.
 const CAPACITY_PER_S: f64 = 40.0;
-const TRIGGER_END_S: usize = 5;
+const TRIGGER_END_S: usize = 6;
 
 /// Calls that reached shipment per second, from the end of the trigger to the end of the run.
 fn calls_after_trigger(series: &Series) -> f64 {
@@ -36,11 +36,11 @@ async fn a_short_trigger_outlives_itself_with_unbudgeted_retries_and_not_with_pr
     let mut settings = SimulateArgs::try_parse_from([
         "metastable",
         "--duration",
-        "12",
+        "13",
         "--rate",
         "20",
         "--fault-start",
-        "2",
+        "3",
         "--fault-length",
         "3",
         "--workers",

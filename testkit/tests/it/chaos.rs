@@ -197,8 +197,19 @@ async fn a_capacity_fault_keeps_serving_a_request_its_caller_abandoned() {
         abandoned.is_err_and(|e| e.is_timeout()),
         "the first caller gives up"
     );
-    // Its work still holds the only worker: payment's call waits behind it and times out (or,
-    // on a loaded machine, order's own timeout answers first: a timeout either way).
+    // The service gets fast, same worker: what waits now waits only for work already taken.
+    let r = put(
+        &s,
+        Svc::Shipment,
+        json!({"workers": 1, "service_ms": 1}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The abandoned request's work still holds the only worker for its minute: payment's call
+    // waits behind it and times out (or, on a loaded machine, order's own timeout answers
+    // first: a timeout either way). Had the work ended with its caller, this one would take
+    // the free worker for 1 ms and complete.
     let r = s.post(Svc::Order, "/create", &seed()).await;
     let timed_out = r.json["next"]["fallback"]["reason"] == "timeout"
         || r.json["fallback"]["reason"] == "timeout";
