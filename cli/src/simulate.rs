@@ -17,12 +17,19 @@
 //!
 //! The pieces, one concept each: [`settings`] (flags and their checks), [`scenario`] (the fault
 //! and the setup as data), [`run`] (one run on a fresh stack), [`probe`] (the `/chaos` and
-//! `/breaker` calls), [`recording`] (per-second aggregation), [`summary`] (the comparison) and
-//! [`chart`] (plotters).
+//! `/breaker` calls), [`recording`] (per-second aggregation), [`recovery`] (goodput after the
+//! fault against before it), [`summary`] (the comparison) and [`chart`] (plotters).
+//!
+//! `metastable` is the lab for a failure that outlives its trigger: the target has a fixed
+//! capacity (a worker pool with a FIFO queue, set through `/chaos` for the whole run) and the
+//! fault window only makes its service slower for a few seconds. Unbudgeted retries and the
+//! work of callers that already gave up can keep the queue full after the trigger is gone; the
+//! summary says how goodput after the window compares with before, and when it came back.
 
 pub mod chart;
 pub mod probe;
 pub mod recording;
+pub mod recovery;
 pub mod run;
 pub mod scenario;
 pub mod settings;
@@ -53,11 +60,11 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     let text = if settings.json {
         format!("{}\n", serde_json::to_string_pretty(&outcome.document)?)
     } else {
-        let mut text = format!(
-            "\n{}\nseed {}\n",
-            summary::table(&outcome.document.runs),
-            outcome.document.seed
-        );
+        let mut text = format!("\n{}", summary::table(&outcome.document.runs));
+        if settings.scenario == scenario::Scenario::Metastable {
+            text.push_str(&summary::recovery_table(&outcome.document.runs));
+        }
+        text.push_str(&format!("\nseed {}\n", outcome.document.seed));
         for file in &outcome.files {
             text.push_str(&format!("wrote {}\n", file.display()));
         }
@@ -168,7 +175,14 @@ fn scenario_label(settings: &Settings) -> String {
     format!(
         "{} ({}) on {} {}–{} s, {} req/s, hop timeout {}, client {}{}, seed {}",
         settings.scenario.name(),
-        settings.fault.describe(),
+        match &settings.base_fault {
+            Some(base) => format!(
+                "{}, {} ms in the trigger",
+                base.describe(),
+                settings.fault.service_ms
+            ),
+            None => settings.fault.describe(),
+        },
         settings.target.name(),
         trim(w.start_s),
         trim(w.end_s),

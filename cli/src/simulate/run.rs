@@ -44,6 +44,7 @@ pub async fn run(settings: &Settings, setup: Setup, quiet: bool) -> anyhow::Resu
         settings.hop_timeout,
         settings.request_timeout,
         settings.retry_attempts,
+        settings.max_in_flight,
     ));
     env.push(("FALLBACK".into(), settings.fallback.to_string()));
     env.push(("RETRY_SEED".into(), settings.seed.to_string()));
@@ -192,13 +193,14 @@ async fn fault_on(
     }
 }
 
-/// Switches the fault off: the listener started again on its port, or the `/chaos` faults
-/// cleared.
+/// Switches the fault off: the listener started again on its port, or the target back to
+/// its `base` (a metastable run's capacity), or the `/chaos` faults cleared.
 async fn fault_off(
     services: &mut Services,
     control: &reqwest::Client,
     target: Target,
     fault: &Fault,
+    base: Option<&Fault>,
 ) -> anyhow::Result<()> {
     if fault.down {
         services.bring_up(target).await?;
@@ -206,7 +208,10 @@ async fn fault_off(
         Ok(())
     } else {
         let url = services.url(target).to_string();
-        probe::chaos_off(control, &url).await
+        match base {
+            Some(base) => probe::chaos_on(control, &url, base).await,
+            None => probe::chaos_off(control, &url).await,
+        }
     }
 }
 
@@ -219,6 +224,10 @@ async fn drive(
     let order = services.url(Target::Order).to_string();
     let create = format!("{order}/create");
     let control = probe::control_client()?;
+    // A metastable run's capacity holds all run long, the warm-up included.
+    if let Some(base) = &settings.base_fault {
+        probe::chaos_on(&control, services.url(settings.target), base).await?;
+    }
     warm_up(&control, &create).await?;
 
     // The client is the SLA: what it does not get within its deadline is not available.
@@ -298,7 +307,14 @@ async fn drive(
         };
         probe::until_off(start, window, lasts.then_some(&done)).await;
         let off = probe::elapsed_s(start);
-        fault_off(services, &control, settings.target, &settings.fault).await?;
+        fault_off(
+            services,
+            &control,
+            settings.target,
+            &settings.fault,
+            settings.base_fault.as_ref(),
+        )
+        .await?;
         anyhow::Ok(Window {
             start_s: on,
             end_s: off,

@@ -23,6 +23,10 @@ pub enum Scenario {
     Performance,
     /// Intermittent errors: a share `--error-rate` of requests fail with `--status`.
     Flaky,
+    /// A metastable failure: the target has a fixed capacity (`--workers`, each request holding
+    /// one `--service-ms`, in a FIFO queue) all run long, and the fault window is a short
+    /// trigger that makes its service slower (`--trigger-service-ms`).
+    Metastable,
 }
 
 impl Scenario {
@@ -31,6 +35,7 @@ impl Scenario {
             Self::Outage => "outage",
             Self::Performance => "performance",
             Self::Flaky => "flaky",
+            Self::Metastable => "metastable",
         }
     }
 }
@@ -81,6 +86,10 @@ pub struct Fault {
     /// The seed of the `/chaos` draws (latencies, failures).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// A capacity: this many workers, each request holding one `service_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
+    pub service_ms: u64,
 }
 
 impl Fault {
@@ -94,6 +103,17 @@ impl Fault {
             latency_max_ms: None,
             hang: false,
             seed: None,
+            workers: None,
+            service_ms: 0,
+        }
+    }
+
+    /// A capacity of `workers`, each request holding one for `service_ms`.
+    pub const fn capacity(workers: u32, service_ms: u64) -> Self {
+        Self {
+            workers: Some(workers),
+            service_ms,
+            ..Self::none()
         }
     }
 
@@ -108,6 +128,8 @@ impl Fault {
             ("status", self.status.map(u64::from)),
             ("latency_max_ms", self.latency_max_ms),
             ("seed", self.seed),
+            ("workers", self.workers.map(u64::from)),
+            ("service_ms", self.workers.map(|_| self.service_ms)),
         ] {
             if let (Some(v), Some(map)) = (value, body.as_object_mut()) {
                 map.insert(key.into(), v.into());
@@ -140,6 +162,9 @@ impl Fault {
             _ if self.latency_ms > 0 => parts.push(format!("+{} ms", self.latency_ms)),
             _ => {}
         }
+        if let Some(workers) = self.workers {
+            parts.push(format!("{workers} workers × {} ms", self.service_ms));
+        }
         parts.join(", ")
     }
 }
@@ -155,6 +180,9 @@ pub struct Setup {
     pub retries: bool,
     /// Retries within the retry budget (`RETRY_BUDGET`); without it every failure is retried.
     pub budget: bool,
+    /// Load shedding: at most `--max-in-flight` requests in each service (`MAX_IN_FLIGHT`),
+    /// one more answered 503 at once.
+    pub shedding: bool,
 }
 
 impl Setup {
@@ -168,12 +196,28 @@ impl Setup {
         Setup::new(true, false, true).budgeted(),
     ];
 
+    /// `saga simulate metastable --matrix`: retries without a budget and nothing else (the
+    /// loop forms), against every protection at once (it drains).
+    pub const METASTABLE: [Setup; 2] = [
+        Setup::new(true, false, true),
+        Setup::new(true, true, true).budgeted().shedding(),
+    ];
+
     pub const fn new(timeouts: bool, breakers: bool, retries: bool) -> Self {
         Self {
             timeouts,
             breakers,
             retries,
             budget: false,
+            shedding: false,
+        }
+    }
+
+    /// The same setup with load shedding (`MAX_IN_FLIGHT`) in every service.
+    pub const fn shedding(self) -> Self {
+        Self {
+            shedding: true,
+            ..self
         }
     }
 
@@ -192,6 +236,7 @@ impl Setup {
             (self.breakers, "breakers"),
             (self.retries, "retries"),
             (self.retries && self.budget, "budget"),
+            (self.shedding, "shedding"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -215,6 +260,7 @@ impl Setup {
         hop_timeout: Duration,
         request_timeout: Duration,
         retry_attempts: u32,
+        max_in_flight: usize,
     ) -> Vec<(String, String)> {
         let timeout = if self.timeouts {
             hop_timeout
@@ -222,6 +268,9 @@ impl Setup {
             request_timeout
         };
         let attempts = if self.retries { retry_attempts } else { 1 };
+        let shedding = self
+            .shedding
+            .then(|| ("MAX_IN_FLIGHT", max_in_flight.to_string()));
         [
             ("BREAKER_ENABLED", self.breakers.to_string()),
             ("BREAKER_TIMEOUT_MS", timeout.as_millis().to_string()),
@@ -234,6 +283,7 @@ impl Setup {
             ("CHAOS_ENABLED", "true".to_string()),
         ]
         .into_iter()
+        .chain(shedding)
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
@@ -266,18 +316,43 @@ mod tests {
             Duration::from_millis(300),
             Duration::from_millis(4000),
             3,
+            16,
         );
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("BREAKER_TIMEOUT_MS"), Some("4000"));
         assert_eq!(get("BREAKER_ENABLED"), Some("false"));
         assert_eq!(get("RETRY_MAX_ATTEMPTS"), Some("1"));
+        assert_eq!(get("MAX_IN_FLIGHT"), None, "no shedding unless asked");
 
-        let env =
-            Setup::new(true, true, true).env(Duration::from_millis(300), Duration::from_secs(4), 3);
+        let env = Setup::new(true, true, true).shedding().env(
+            Duration::from_millis(300),
+            Duration::from_secs(4),
+            3,
+            16,
+        );
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("BREAKER_TIMEOUT_MS"), Some("300"));
         assert_eq!(get("BREAKER_ENABLED"), Some("true"));
         assert_eq!(get("RETRY_MAX_ATTEMPTS"), Some("3"));
+        assert_eq!(get("MAX_IN_FLIGHT"), Some("16"));
+    }
+
+    #[test]
+    fn the_metastable_pair_is_unbudgeted_retries_against_every_protection() {
+        let labels: Vec<String> = Setup::METASTABLE.iter().map(|s| s.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "timeouts+retries",
+                "timeouts+breakers+retries+budget+shedding"
+            ]
+        );
+        let f = Fault::capacity(2, 50);
+        assert_eq!(f.describe(), "2 workers × 50 ms");
+        let parsed: shared::chaos::Faults =
+            serde_json::from_value(f.chaos_body()).expect("a /chaos body");
+        assert_eq!((parsed.workers, parsed.service_ms), (Some(2), 50));
+        assert!(Fault::none().chaos_body().get("workers").is_none());
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub struct SimulateArgs {
     /// What goes wrong in the fault window: `outage` (the target's listener is stopped:
     /// connection refused; or it hangs with `--hang`, or fails with `--error-rate`/`--status`),
     /// `performance` (alias `slow`: the target answers late, a random latency in
-    /// `--latency-ms..=--latency-max-ms`) or `flaky` (a share of requests fail).
+    /// `--latency-ms..=--latency-max-ms`), `flaky` (a share of requests fail) or `metastable`
+    /// (the target keeps a capacity, `--workers` × `--service-ms`, all run long and is slower
+    /// in the window, `--trigger-service-ms`; no fallback, goodput compared after the window).
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// Length of each run: `30` (seconds), `30s`, `1500ms`, `2m`.
@@ -104,6 +106,20 @@ pub struct SimulateArgs {
     /// `performance`: most added latency in milliseconds [default: 4000].
     #[arg(long, value_name = "MS")]
     pub latency_max_ms: Option<u64>,
+    /// `metastable`: the target's workers, all run long [default: 2].
+    #[arg(long)]
+    pub workers: Option<u32>,
+    /// `metastable`: how long one request holds a worker, outside the trigger [default: 50].
+    #[arg(long, value_name = "MS")]
+    pub service_ms: Option<u64>,
+    /// `metastable`: how long one request holds a worker during the trigger (the fault
+    /// window) [default: 300].
+    #[arg(long, value_name = "MS")]
+    pub trigger_service_ms: Option<u64>,
+    /// Load shedding in every service (MAX_IN_FLIGHT): one request more than this is answered
+    /// 503 at once [default with `metastable --matrix`: 16, on its protected row].
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
     /// Each service's budget for one request (REQUEST_TIMEOUT_MS); a hang lasts this long.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub request_timeout: u64,
@@ -126,7 +142,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 2000)]
     pub concurrency_limit: usize,
     /// Run none / timeouts / timeouts+breakers / timeouts+retries / timeouts+retries+budget
-    /// one after the other (a fresh stack each) and compare them.
+    /// one after the other (a fresh stack each) and compare them; with `metastable`,
+    /// timeouts+retries against timeouts+breakers+retries+budget+shedding.
     #[arg(long)]
     pub matrix: bool,
     /// Print the summary as JSON instead of a table.
@@ -185,6 +202,10 @@ pub struct Settings {
     pub client_timeout: Duration,
     /// `FALLBACK` for every service (`--no-fallback` makes it false).
     pub fallback: bool,
+    /// What the target runs with outside the fault window (a metastable run's capacity).
+    pub base_fault: Option<Fault>,
+    /// `MAX_IN_FLIGHT` of a setup with load shedding.
+    pub max_in_flight: usize,
     /// The run's seed: given, or drawn and printed so the run can be repeated.
     pub seed: u64,
     pub arrivals: Arrivals,
@@ -210,7 +231,8 @@ impl Settings {
 }
 
 /// Variables the simulator sets itself, with the flag that controls each.
-const OWNED: [(&str, &str); 13] = [
+const OWNED: [(&str, &str); 14] = [
+    ("MAX_IN_FLIGHT", "--max-in-flight"),
     (
         "BREAKER_ENABLED",
         "--circuit-breakers/--no-circuit-breakers",
@@ -334,17 +356,31 @@ impl SimulateArgs {
         let seed = self.seed.unwrap_or_else(rand::random);
         let mut fault = self.fault()?;
         fault.seed = Some(seed);
-        let setups = if self.matrix {
+        let base_fault = self.base_fault()?.map(|base| Fault {
+            seed: Some(seed),
+            ..base
+        });
+        if let Some(n) = self.max_in_flight.filter(|n| !(1..=1_000_000).contains(n)) {
+            return bad(format!(
+                "--max-in-flight must be from 1 to 1000000, got {n}"
+            ));
+        }
+        let metastable = self.scenario == Scenario::Metastable;
+        let setups = if self.matrix && metastable {
+            Setup::METASTABLE.to_vec()
+        } else if self.matrix {
             Setup::MATRIX.to_vec()
         } else {
             let timeouts = (self.timeouts || self.timeout.is_some()) && !self.no_timeouts;
             let retries = self.retries || self.retry_budget;
-            let setup = Setup::new(timeouts, self.circuit_breakers, retries);
-            vec![if self.retry_budget {
-                setup.budgeted()
-            } else {
-                setup
-            }]
+            let mut setup = Setup::new(timeouts, self.circuit_breakers, retries);
+            if self.retry_budget {
+                setup = setup.budgeted();
+            }
+            if self.max_in_flight.is_some() {
+                setup = setup.shedding();
+            }
+            vec![setup]
         };
         Ok(Settings {
             scenario: self.scenario,
@@ -355,7 +391,11 @@ impl SimulateArgs {
             hop_timeout,
             request_timeout,
             client_timeout: self.client_timeout,
-            fallback: !self.no_fallback,
+            // A metastable run counts goodput: a failure reaches the client (and its caller's
+            // retries) instead of being answered `degraded`.
+            fallback: !self.no_fallback && !metastable,
+            base_fault,
+            max_in_flight: self.max_in_flight.unwrap_or(16),
             seed,
             arrivals: self.arrivals,
             fault_window: Window {
@@ -377,6 +417,7 @@ impl SimulateArgs {
     /// The fault of the scenario, with its defaults filled in.
     fn fault(&self) -> Result<Fault, InvalidArgs> {
         let bad = |msg: String| Err(InvalidArgs(msg));
+        self.check_capacity_flags()?;
         if self.hang && self.scenario != Scenario::Outage {
             return bad(format!(
                 "--hang belongs to the outage scenario, not {}",
@@ -396,10 +437,13 @@ impl SimulateArgs {
             ));
         }
         let errors_given = self.error_rate.is_some() || self.status.is_some();
-        if errors_given && (self.scenario == Scenario::Performance || self.hang) {
+        if errors_given
+            && (matches!(self.scenario, Scenario::Performance | Scenario::Metastable) || self.hang)
+        {
             return bad("--error-rate/--status belong to outage (without --hang) and flaky".into());
         }
         let fault = match self.scenario {
+            Scenario::Metastable => self.trigger()?,
             Scenario::Outage if self.hang => Fault {
                 hang: true,
                 ..Fault::none()
@@ -494,5 +538,6 @@ impl SimulateArgs {
     }
 }
 
+mod capacity;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@
 //! that time out before it opens; the second shows the steady state it reaches.
 
 use super::recording::{Totals, BREAKERS};
+use super::recovery::Recovery;
 use super::run::RunResult;
 use super::scenario::{Fault, Scenario, Target};
 use super::settings::{Arrivals, Settings};
@@ -38,6 +39,8 @@ pub struct Summary {
     pub outcomes: BTreeMap<String, u64>,
     /// Fallback reasons anywhere along the chain.
     pub fallback_reasons: BTreeMap<String, u64>,
+    /// Goodput after the fault window against before it.
+    pub recovery: Recovery,
 }
 
 impl Summary {
@@ -57,6 +60,7 @@ impl Summary {
                 .collect(),
             outcomes: run.report.outcomes.clone(),
             fallback_reasons: run.report.fallbacks.clone(),
+            recovery: Recovery::of(&run.series),
         }
     }
 
@@ -110,7 +114,7 @@ impl Document {
 }
 
 const COLUMNS: [(&str, usize); 12] = [
-    ("setup", 26),
+    ("setup", 41),
     ("avail %", 8),
     ("fault avail %", 14),
     ("p50 ms", 9),
@@ -168,6 +172,28 @@ pub fn table(runs: &[Summary]) -> String {
             w9 = w(9),
             w10 = w(10),
             w11 = w(11),
+        );
+    }
+    out
+}
+
+/// Goodput before and after the fault, per run: whether each came back, and when.
+pub fn recovery_table(runs: &[Summary]) -> String {
+    let mut out = format!(
+        "\n{:<42} {:>12} {:>12} {:>8} {:>14}\n",
+        "setup", "goodput/s <", "goodput/s >", "after %", "recovered in"
+    );
+    for r in runs {
+        let g = &r.recovery;
+        let _ = writeln!(
+            out,
+            "{:<42} {:>12.1} {:>12.1} {:>8.1} {:>14}",
+            r.setup,
+            g.before_per_s,
+            g.after_per_s,
+            g.after_pct,
+            g.recovered_after_s
+                .map_or_else(|| "never".to_string(), |s| format!("{s} s")),
         );
     }
     out

@@ -58,6 +58,9 @@ async fn apply_chaos(state: &AppState) -> Result<(), ApiError> {
                 what: "hang",
             });
         }
+        // A capacity fault: wait for a worker in the queue (the work stays queued if the
+        // caller gives up meanwhile).
+        state.chaos.serve(&state.shutdown).await;
         return match state.chaos.roll_error(&faults) {
             Some(status) => Err(ApiError::Chaos {
                 status,

@@ -13,6 +13,7 @@
 mod crash;
 mod faults;
 mod load;
+mod metastable;
 mod simulate;
 mod simulate_story;
 mod story;

@@ -157,3 +157,66 @@ async fn clearing_a_hang_releases_the_requests_it_holds() {
     assert_eq!(s.count(Svc::Shipment).await, 1);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_capacity_fault_keeps_serving_a_request_its_caller_abandoned() {
+    let s = TestStack::embedded(
+        &[
+            ("CHAOS_ENABLED", "true"),
+            ("BREAKER_MIN_CALLS", "100"),
+            ("BREAKER_TIMEOUT_MS", "500"),
+        ],
+        &[],
+    )
+    .await;
+    let r = put(&s, Svc::Shipment, json!({"workers": 0}), None).await;
+    assert_eq!((r.status, r.json["field"].as_str()), (400, Some("workers")));
+    let r = put(&s, Svc::Shipment, json!({"service_ms": 10}), None).await;
+    assert_eq!(r.json["field"], "service_ms", "{}", r.text);
+
+    // One worker, each request holding it a minute: far past every wait of this test.
+    let r = put(
+        &s,
+        Svc::Shipment,
+        json!({"workers": 1, "service_ms": 60000}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .expect("a client");
+    let abandoned = impatient
+        .post(format!("{}/create", s.url(Svc::Shipment)))
+        .header("content-type", "application/json")
+        .body(seed().to_string())
+        .send()
+        .await;
+    assert!(
+        abandoned.is_err_and(|e| e.is_timeout()),
+        "the first caller gives up"
+    );
+    // The service gets fast, same worker: what waits now waits only for work already taken.
+    let r = put(
+        &s,
+        Svc::Shipment,
+        json!({"workers": 1, "service_ms": 1}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The abandoned request's work still holds the only worker for its minute: payment's call
+    // waits behind it and times out (or, on a loaded machine, order's own timeout answers
+    // first: a timeout either way). Had the work ended with its caller, this one would take
+    // the free worker for 1 ms and complete.
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    let timed_out = r.json["next"]["fallback"]["reason"] == "timeout"
+        || r.json["fallback"]["reason"] == "timeout";
+    assert!(timed_out, "{}", r.text);
+    // Clearing the fault frees shipment.
+    clear(&s, Svc::Shipment).await;
+    let r = s.post(Svc::Order, "/create", &seed()).await;
+    assert_eq!(r.json["status"], "completed", "{}", r.text);
+    s.stop().await;
+}

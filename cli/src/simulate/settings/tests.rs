@@ -148,3 +148,41 @@ fn a_window_may_end_exactly_at_the_end_of_the_run() {
     assert_eq!(s.fault.latency_ms, 1000);
     assert_eq!(s.fault.latency_max_ms, Some(4000));
 }
+
+#[test]
+fn metastable_keeps_a_capacity_all_run_and_slows_it_in_the_trigger() {
+    let s = parse("metastable --matrix --seed 5").unwrap();
+    let base = s
+        .base_fault
+        .clone()
+        .expect("a capacity outside the trigger");
+    assert_eq!(
+        (base.workers, base.service_ms, base.seed),
+        (Some(2), 50, Some(5))
+    );
+    assert_eq!((s.fault.workers, s.fault.service_ms), (Some(2), 300));
+    assert!(!s.fallback, "goodput: failures reach the client");
+    assert_eq!(s.setups, Setup::METASTABLE);
+    assert_eq!(s.max_in_flight, 16);
+
+    let s =
+        parse("metastable --workers 4 --service-ms 20 --trigger-service-ms 90 --max-in-flight 8")
+            .unwrap();
+    assert_eq!(s.fault.service_ms, 90);
+    assert_eq!(s.setups, [Setup::new(false, false, false).shedding()]);
+    assert_eq!(s.max_in_flight, 8);
+    assert!(parse("outage").unwrap().base_fault.is_none());
+
+    refused(
+        "performance --workers 2",
+        "belong to the metastable scenario",
+    );
+    refused("metastable --workers 0", "--workers");
+    refused(
+        "metastable --service-ms 100 --trigger-service-ms 100",
+        "--trigger-service-ms",
+    );
+    refused("metastable --max-in-flight 0", "--max-in-flight");
+    refused("metastable --error-rate 0.5", "--error-rate");
+    refused("outage --env MAX_IN_FLIGHT=3", "--max-in-flight");
+}
