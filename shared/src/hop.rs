@@ -24,6 +24,12 @@ pub const IDEMPOTENCY_HEADER: HeaderName = HeaderName::from_static("idempotency-
 /// The least a caller keeps for itself out of a time budget.
 pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
+/// The least time budget a request may carry. Below it nothing useful can happen (a record
+/// write alone takes milliseconds), so an `X-Deadline-Ms` under it is refused with a 400, and a
+/// hop never sends less: when what is left is shorter, it sends the floor and waits what it
+/// has (the callee's record is reconciled by the re-driver like any late answer).
+pub const MIN_DEADLINE: Duration = Duration::from_millis(50);
+
 /// What a caller keeps out of `budget` to persist and answer in: a tenth, at least 5 ms. Every
 /// hop keeps its margin, so a callee always answers (if only with its own fallback) before its
 /// caller stops waiting, instead of all nested timeouts firing at the same moment.
@@ -238,7 +244,7 @@ impl Hop {
             .ok_or(ForwardError::DeadlineSpent)?;
         // We wait `wait`; the callee is told less, so its answer arrives before we give up.
         let wait = budget.min(self.breaker.config().timeout);
-        let sent_budget = wait.saturating_sub(deadline_margin(wait));
+        let sent_budget = wait.saturating_sub(deadline_margin(wait)).max(MIN_DEADLINE);
         let key = HeaderValue::from_str(key).map_err(|e| {
             ForwardError::Breaker(BreakerError::Failed(HopError::Io(format!("bad key: {e}"))))
         })?;
@@ -291,19 +297,70 @@ fn classify(e: reqwest::Error) -> HopError {
     }
 }
 
+/// Why an incoming `X-Deadline-Ms` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadDeadline {
+    #[error("X-Deadline-Ms must be a whole number of milliseconds (at most 9 digits)")]
+    Malformed,
+    #[error("X-Deadline-Ms must be at least {floor} ms (got {0} ms)", floor = MIN_DEADLINE.as_millis())]
+    BelowFloor(u64),
+}
+
 /// The deadline of an incoming request: its caller's budget when it sent one (capped at our own
-/// request timeout), else our own request timeout. `None` when the header is there but is not
-/// a whole number of milliseconds (at most 9 digits): the caller gets a 400 naming it.
-pub fn incoming_deadline(headers: &axum::http::HeaderMap, own: Duration) -> Option<Instant> {
+/// request timeout), else our own request timeout. Refused when the header is there but is not
+/// a whole number of milliseconds (at most 9 digits), or is below [`MIN_DEADLINE`]: the caller
+/// gets a 400 naming it.
+pub fn incoming_deadline(
+    headers: &axum::http::HeaderMap,
+    own: Duration,
+) -> Result<Instant, BadDeadline> {
     let budget = match headers.get(DEADLINE_HEADER) {
         None => own,
         Some(v) => {
-            let text = v.to_str().ok()?.trim();
+            let text = v.to_str().map_err(|_| BadDeadline::Malformed)?.trim();
             if text.is_empty() || text.len() > 9 || !text.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
+                return Err(BadDeadline::Malformed);
             }
-            Duration::from_millis(text.parse().ok()?).min(own)
+            let ms: u64 = text.parse().map_err(|_| BadDeadline::Malformed)?;
+            if Duration::from_millis(ms) < MIN_DEADLINE {
+                return Err(BadDeadline::BelowFloor(ms));
+            }
+            Duration::from_millis(ms).min(own)
         }
     };
-    Some(Instant::now() + budget)
+    Ok(Instant::now() + budget)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn with_deadline(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(DEADLINE_HEADER, HeaderValue::from_str(v).expect("ascii"));
+        h
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_below_the_floor_is_refused_not_obeyed() {
+        let own = Duration::from_secs(10);
+        for tiny in ["0", "2", "8", "49"] {
+            assert!(
+                matches!(
+                    incoming_deadline(&with_deadline(tiny), own),
+                    Err(BadDeadline::BelowFloor(_))
+                ),
+                "{tiny}"
+            );
+        }
+        let at = incoming_deadline(&with_deadline("50"), own).expect("the floor itself is fine");
+        assert_eq!(at - Instant::now(), MIN_DEADLINE);
+        assert_eq!(
+            incoming_deadline(&with_deadline("soon"), own),
+            Err(BadDeadline::Malformed)
+        );
+        let capped = incoming_deadline(&with_deadline("999999999"), own).expect("capped");
+        assert_eq!(capped - Instant::now(), own);
+    }
 }
