@@ -8,7 +8,8 @@
 //! own values.
 //!
 //! This file holds the service's own variables (`ID`, `HOST`, `PORT`, `CHAIN_SVC`, `JUMPS`,
-//! `INJECT_ERR`, `ERR_RATE`, `MAX_BODY_BYTES`, `REQUEST_TIMEOUT_MS`, `CHAOS_*`, `LOG_FORMAT`)
+//! `INJECT_ERR`, `ERR_RATE`, `MAX_BODY_BYTES`, `REQUEST_TIMEOUT_MS`, `MAX_IN_FLIGHT`,
+//! `MAX_CONNECTIONS`, `HEADER_TIMEOUT_MS`, `CHAOS_*`, `LOG_FORMAT`)
 //! and assembles the sections, each of which reads its own variables next to its struct and
 //! defaults: [`StoreConfig`] (`MONGO_*`, `DATA_DIR`) in `store`, [`BreakerConfig`] and
 //! [`BreakerBackend`] (`BREAKER_*`, `REDIS_URL`) in `breaker`, [`RetryConfig`] (`RETRY_*`) in
@@ -80,6 +81,11 @@ pub struct Config {
     /// shed at once with 503 + `Retry-After` (admission control: past the machine's capacity, a
     /// queue only adds latency until every client times out).
     pub max_in_flight: usize,
+    /// `MAX_CONNECTIONS`: connections served at once; one more is closed unread.
+    pub max_connections: usize,
+    /// `HEADER_TIMEOUT_MS`: how long a connection may take to send a request's head, counted
+    /// from when one is waited for (so also the idle keep-alive timeout). Slowloris defence.
+    pub header_timeout: Duration,
     /// `CHAOS_ENABLED`: expose the fault-injection API.
     pub chaos_enabled: bool,
     /// `CHAOS_TOKEN`: when set, `/chaos` needs `Authorization: Bearer <token>`.
@@ -145,6 +151,8 @@ impl Config {
             max_body_bytes: read_max_body_bytes(&mut r),
             request_timeout: r.millis("REQUEST_TIMEOUT_MS", Duration::from_secs(10), 10, DAY_MS),
             max_in_flight: r.u32_in("MAX_IN_FLIGHT", 128, 1, 1_000_000) as usize,
+            max_connections: r.u32_in("MAX_CONNECTIONS", 1024, 1, 1_000_000) as usize,
+            header_timeout: r.millis("HEADER_TIMEOUT_MS", Duration::from_secs(10), 10, DAY_MS),
             chaos_enabled: r.bool("CHAOS_ENABLED", false),
             chaos_token: r.raw("CHAOS_TOKEN"),
             log_format: LogFormat::read(&mut r),
@@ -208,6 +216,8 @@ mod tests {
         assert_eq!(c.breaker.reset, Duration::from_secs(10));
         assert_eq!(c.breaker.min_calls, 5);
         assert_eq!(c.max_body_bytes, 65536);
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
         assert!(c.chain_svc.is_none());
         assert_eq!(c.breaker_backend, BreakerBackend::Memory);
         assert!(matches!(c.store, StoreConfig::Embedded { .. }));

@@ -55,11 +55,20 @@ pub enum HopError {
 }
 
 impl HopError {
+    /// What a client may read: the next hop's own answer, but no address or socket error.
     pub fn detail(&self) -> String {
         match self {
             Self::Status { status, body } => format!("next hop answered {status}: {body}"),
-            Self::Connect(e) => format!("could not connect to the next hop: {e}"),
-            Self::Io(e) => format!("the next hop's answer was unusable: {e}"),
+            Self::Connect(_) => "could not connect to the next hop".into(),
+            Self::Io(_) => "the next hop's answer was unusable".into(),
+        }
+    }
+
+    /// What the operator's log gets: [`detail`](Self::detail) with the underlying error.
+    pub fn internal_detail(&self) -> String {
+        match self {
+            Self::Status { .. } => self.detail(),
+            Self::Connect(e) | Self::Io(e) => format!("{}: {e}", self.detail()),
         }
     }
 }
@@ -91,18 +100,29 @@ impl ForwardError {
         }
     }
 
+    /// The `fallback.detail` a client reads: names the breaker, never the next hop's internal
+    /// URL or a socket error (those are in [`internal_detail`](Self::internal_detail)).
     pub fn detail(&self, hop: &Hop) -> String {
         match self {
             Self::Breaker(BreakerError::Rejected) => format!(
-                "breaker {} is open: {} was not called",
-                hop.breaker.name(),
-                hop.url
+                "breaker {} is open: the next hop was not called",
+                hop.breaker.name()
             ),
             Self::Breaker(BreakerError::Timeout(d)) => {
-                format!("{} did not answer within {} ms", hop.url, d.as_millis())
+                format!("the next hop did not answer within {} ms", d.as_millis())
             }
             Self::Breaker(BreakerError::Failed(e)) => e.detail(),
             Self::DeadlineSpent => "the caller's deadline was spent before the call".into(),
+        }
+    }
+
+    /// For the log: what happened, with the next hop's URL and the underlying error.
+    pub fn internal_detail(&self, hop: &Hop) -> String {
+        match self {
+            Self::Breaker(BreakerError::Failed(e)) => {
+                format!("{}: {}", hop.url, e.internal_detail())
+            }
+            _ => format!("{}: {}", hop.url, self.detail(hop)),
         }
     }
 

@@ -46,6 +46,12 @@ pub(crate) fn apply_answer(
         Err(e) => {
             let reason = e.reason();
             let detail = e.detail(hop);
+            tracing::debug!(
+                breaker = hop.breaker().name(),
+                reason = %reason,
+                detail = %e.internal_detail(hop),
+                "next hop gave no usable answer"
+            );
             let mut http_status = StatusCode::OK;
             if let Some((code, body)) = e.rejected_by_next_hop() {
                 http_status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);

@@ -39,7 +39,11 @@ impl FromRequestParts<Arc<AppState>> for Deadline {
         incoming_deadline(&parts.headers, state.config.request_timeout)
             .map(Deadline)
             .map_err(|e| {
-                ApiError::bad_request("invalid_header", e.to_string(), Some("X-Deadline-Ms".into()))
+                ApiError::bad_request(
+                    "invalid_header",
+                    e.to_string(),
+                    Some("X-Deadline-Ms".into()),
+                )
             })
     }
 }

@@ -185,7 +185,9 @@ async fn a_deadline_below_the_floor_is_refused_and_a_generous_one_passes() {
         assert_eq!(r.status, 400, "{}", r.text);
         assert_eq!(r.json["field"], "X-Deadline-Ms", "{}", r.text);
         assert!(
-            r.json["message"].as_str().is_some_and(|m| m.contains("at least 50 ms")),
+            r.json["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("at least 50 ms")),
             "{}",
             r.text
         );
