@@ -10,6 +10,7 @@
 //! tests always ran side by side).
 
 mod crash;
+mod fuzz;
 mod load;
 mod simulate;
 
