@@ -88,7 +88,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// `CHAOS_ENABLED`: expose the fault-injection API.
     pub chaos_enabled: bool,
-    /// `CHAOS_TOKEN`: when set, `/chaos` needs `Authorization: Bearer <token>`.
+    /// `CHAOS_TOKEN`: when set, `/chaos` needs `Authorization: Bearer <token>`. Trimmed; blank
+    /// counts as unset.
     pub chaos_token: Option<String>,
     pub log_format: LogFormat,
 }
@@ -154,7 +155,7 @@ impl Config {
             max_connections: r.u32_in("MAX_CONNECTIONS", 1024, 1, 1_000_000) as usize,
             header_timeout: r.millis("HEADER_TIMEOUT_MS", Duration::from_secs(10), 10, DAY_MS),
             chaos_enabled: r.bool("CHAOS_ENABLED", false),
-            chaos_token: r.raw("CHAOS_TOKEN"),
+            chaos_token: r.raw("CHAOS_TOKEN").map(|t| t.trim().to_owned()),
             log_format: LogFormat::read(&mut r),
         };
         r.finish(config)
@@ -258,6 +259,38 @@ mod tests {
         assert!(parse(&[("INJECT_ERR", "TRUE")]).unwrap().inject_err);
         assert!(!parse(&[("INJECT_ERR", "0")]).unwrap().inject_err);
         assert!(parse(&[("INJECT_ERR", "maybe")]).is_err());
+    }
+
+    #[test]
+    fn a_blank_chaos_token_is_no_token_and_a_padded_one_is_trimmed() {
+        assert_eq!(parse(&[("CHAOS_TOKEN", "   ")]).unwrap().chaos_token, None);
+        assert_eq!(
+            parse(&[("CHAOS_TOKEN", " s3cret \n")]).unwrap().chaos_token,
+            Some("s3cret".into())
+        );
+    }
+
+    #[test]
+    fn a_bad_database_or_redis_url_is_reported_without_its_password() {
+        let err = parse(&[
+            ("MONGO_URL", "postgres://admin:hunter2@db:5432/x"),
+            ("BREAKER_BACKEND", "redis"),
+            ("REDIS_URL", "http://:hunter3@cache:6379/"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            !err.contains("hunter2") && !err.contains("hunter3"),
+            "{err}"
+        );
+        assert!(
+            err.contains("MONGO_URL=\"postgres://***@db:5432/x\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("REDIS_URL=\"http://***@cache:6379/\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -79,6 +79,13 @@ pub async fn serve<P: Part>(state: Arc<AppState>) -> Result<Running, StartError>
         next = state.hop.as_ref().map(|h| h.url().as_str()).unwrap_or("-"),
         "listening"
     );
+    if state.config.chaos_enabled && state.config.chaos_token.is_none() {
+        tracing::warn!(
+            service = state.service,
+            "CHAOS_ENABLED without CHAOS_TOKEN: anyone who reaches this port can inject faults \
+             through /chaos; set CHAOS_TOKEN outside a test bench"
+        );
+    }
     let redriver = super::redrive::spawn::<P>(state.clone());
     Ok(Running {
         addr,

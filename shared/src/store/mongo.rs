@@ -100,7 +100,17 @@ impl MongoStore {
         collection: &str,
         op_timeout: Duration,
     ) -> Result<MongoStore, StoreError> {
-        let mut options = ClientOptions::parse(uri).await.map_err(classify)?;
+        // The driver's message may quote the connection string, password and all.
+        let mut options = ClientOptions::parse(uri).await.map_err(|e| {
+            StoreError::Backend(
+                format!(
+                    "MONGO_URL {} is not a usable connection string: {}",
+                    crate::env::redact_url(uri),
+                    crate::env::scrub(&e.to_string(), uri)
+                )
+                .into(),
+            )
+        })?;
         options.server_selection_timeout = Some(op_timeout);
         options.connect_timeout = Some(op_timeout);
         if options.app_name.is_none() {

@@ -86,13 +86,25 @@ async fn connections_past_the_cap_are_closed_unserved_until_one_frees() {
         &[("MAX_CONNECTIONS", "4"), ("HEADER_TIMEOUT_MS", "10000")],
     )
     .await;
-    // wait_ready's pooled connection may still hold a slot for a moment; let it go idle-closed
-    // by opening our own only after it is dropped.
+    // Four connections that are being served (each answered once and kept alive). The probe
+    // connection `Alone::start` used may hold a slot for a moment after it closed: a held
+    // connection refused because of it is simply opened again.
     let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(TcpStream::connect(svc.addr).await.expect("connect"));
+    for _ in 0..100 {
+        if held.len() == 4 {
+            break;
+        }
+        let mut c = TcpStream::connect(svc.addr).await.expect("connect");
+        let _ = c
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 1024];
+        match timeout(Duration::from_secs(2), c.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => held.push(c),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(held.len(), 4, "four connections are served");
 
     let mut extra = TcpStream::connect(svc.addr)
         .await
@@ -196,4 +208,34 @@ async fn invented_methods_and_paths_add_no_metric_series() {
         .filter(|l| l.starts_with("http_request_duration_seconds_count{"))
         .count();
     assert!(series <= 6, "{series} series from 80 requests:\n{text}");
+}
+
+#[tokio::test]
+async fn an_open_chaos_api_is_warned_about_and_a_blank_token_is_no_token() {
+    for token in [None, Some("   ")] {
+        let mut env = vec![("CHAOS_ENABLED", "true")];
+        env.extend(token.map(|t| ("CHAOS_TOKEN", t)));
+        let svc = Alone::start("shipment", &env).await;
+        let log = svc.proc.log();
+        assert!(
+            log.contains("CHAOS_ENABLED without CHAOS_TOKEN"),
+            "token {token:?}: no warning in\n{log}"
+        );
+    }
+    let svc = Alone::start(
+        "shipment",
+        &[("CHAOS_ENABLED", "true"), ("CHAOS_TOKEN", " s3cret ")],
+    )
+    .await;
+    assert!(!svc.proc.log().contains("CHAOS_ENABLED without CHAOS_TOKEN"));
+    let client = reqwest::Client::new();
+    let get = |auth: &'static str| {
+        client
+            .get(format!("{}/chaos", svc.url()))
+            .header("authorization", auth)
+            .send()
+    };
+    assert_eq!(get("Bearer s3cret").await.expect("GET").status(), 200);
+    assert_eq!(get("Bearer s3cre").await.expect("GET").status(), 401);
+    assert_eq!(get("Bearer ").await.expect("GET").status(), 401);
 }
