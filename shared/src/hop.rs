@@ -2,7 +2,7 @@
 //!
 //! Every call to the next service goes through [`Hop::forward`], which is the only place that
 //! knows how a hop call can fail and what each failure means for the breaker: a 5xx, a refused
-//! connection or a timeout counts against the callee; a 4xx is the caller's fault and passes
+//! connection, a timeout, a 408 or a 429 counts against the callee; any other 4xx is the caller's fault and passes
 //! through uncounted. The call carries an idempotency key derived from the caller's saga id (so a
 //! retried or re-driven call can never create a second record downstream) and the caller's
 //! remaining time budget (so no hop waits longer than its caller will).
@@ -73,9 +73,25 @@ impl HopError {
     }
 }
 
+/// 408 (the next hop gave up waiting for our request) and 429 (it is shedding load) are 4xx
+/// that say nothing wrong about the request: they pass with time, like a 503.
+fn transient_4xx(status: u16) -> bool {
+    matches!(status, 408 | 429)
+}
+
+impl HopError {
+    /// A 4xx that refuses the request itself: retrying the same request cannot help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Status { status, .. }
+            if (400..500).contains(status) && !transient_4xx(*status))
+    }
+}
+
 impl Failure for HopError {
+    /// Everything but a refusal: a 5xx, 408, 429, a broken connection. These say the next hop
+    /// could not serve us now; a refusal says the request was wrong.
     fn counts_as_failure(&self) -> bool {
-        !matches!(self, Self::Status { status, .. } if (400..500).contains(status))
+        !self.is_refusal()
     }
 }
 
@@ -126,11 +142,11 @@ impl ForwardError {
         }
     }
 
-    /// A 4xx: the next hop refused the request itself, a retry can't help.
+    /// A 4xx other than 408/429: the next hop refused the request itself, a retry can't help.
     pub fn rejected_by_next_hop(&self) -> Option<(u16, &serde_json::Value)> {
         match self {
-            Self::Breaker(BreakerError::Failed(HopError::Status { status, body }))
-                if (400..500).contains(status) =>
+            Self::Breaker(BreakerError::Failed(e @ HopError::Status { status, body }))
+                if e.is_refusal() =>
             {
                 Some((*status, body))
             }
@@ -360,6 +376,27 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(DEADLINE_HEADER, HeaderValue::from_str(v).expect("ascii"));
         h
+    }
+
+    fn status(code: u16) -> ForwardError {
+        ForwardError::Breaker(BreakerError::Failed(HopError::Status {
+            status: code,
+            body: serde_json::Value::Null,
+        }))
+    }
+
+    #[test]
+    fn a_408_or_429_is_transient_and_other_4xx_are_refusals() {
+        for code in [408, 429, 500, 502, 503] {
+            assert!(status(code).rejected_by_next_hop().is_none(), "{code}");
+            let ForwardError::Breaker(BreakerError::Failed(e)) = status(code) else {
+                unreachable!()
+            };
+            assert!(e.counts_as_failure(), "{code}");
+        }
+        for code in [400, 404, 409, 413, 422] {
+            assert!(status(code).rejected_by_next_hop().is_some(), "{code}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,14 +13,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 /// What a record's next status is, given what the next hop says of its own record.
+///
+/// Only an answer that says `completed` (or `last`: the hop limit, nothing further to do)
+/// completes the record. A 2xx without a status we know (a proxy's page, an empty body, a
+/// newer peer's word) proves nothing about the next hop's record, so the record stays
+/// `degraded` and the re-driver asks again: the idempotent replay then says what happened.
 pub fn settle(next: &serde_json::Value) -> (Status, &'static str) {
     match next.get("status").and_then(|s| s.as_str()) {
+        Some("completed" | "last") => (Status::Completed, ""),
         Some("degraded" | "pending") => (Status::Degraded, "downstream degraded"),
         Some("compensating") => (Status::Degraded, "downstream compensating"),
         Some("compensated") => (Status::Compensated, "downstream compensated"),
         Some("failed") => (Status::Failed, "downstream failed"),
-        // `completed`, or `last` (the hop limit: nothing further to do).
-        _ => (Status::Completed, ""),
+        _ => (Status::Degraded, "downstream answer without a known status"),
     }
 }
 
@@ -139,5 +144,18 @@ mod tests {
             Status::Compensated
         );
         assert_eq!(settle(&json!({"status": "failed"})).0, Status::Failed);
+    }
+
+    #[test]
+    fn a_2xx_without_a_known_status_is_not_completion() {
+        for answer in [
+            json!({}),
+            json!({"status": "ok"}),
+            json!({"status": 200}),
+            json!("<html>Welcome to nginx!</html>"),
+            json!(null),
+        ] {
+            assert_eq!(settle(&answer).0, Status::Degraded, "{answer}");
+        }
     }
 }
