@@ -394,7 +394,7 @@ impl MongoStore {
                 Ok(rec) => Ok((key.clone(), rec)),
                 // One undecodable record must not stop the re-driver for all the others.
                 Err(StoreError::Corrupt(e)) => {
-                    tracing::error!(error = %e, "a due record can't be read; skipped");
+                    super::unreadable("mongo", &e);
                     Ok((key.clone(), None))
                 }
                 Err(e) => Err(e),
