@@ -399,6 +399,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn fallback_details_name_no_internal_url_or_socket_error() {
+        let url = Url::parse("http://10.9.8.7:4102/create").expect("url");
+        let breaker = Arc::new(Breaker::new("payment->shipment", Default::default()));
+        let hop = Hop::new(url, breaker, RetryConfig::default()).expect("client");
+        let socket = "tcp connect error: 10.9.8.7:4102: Connection refused (os error 111)";
+        for e in [
+            ForwardError::Breaker(BreakerError::Rejected),
+            ForwardError::Breaker(BreakerError::Timeout(Duration::from_millis(300))),
+            ForwardError::Breaker(BreakerError::Failed(HopError::Connect(socket.into()))),
+            ForwardError::Breaker(BreakerError::Failed(HopError::Io(socket.into()))),
+        ] {
+            let detail = e.detail(&hop);
+            assert!(!detail.contains("10.9.8.7"), "{detail}");
+            assert!(
+                e.internal_detail(&hop).contains("10.9.8.7"),
+                "the log keeps it"
+            );
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_deadline_below_the_floor_is_refused_not_obeyed() {
         let own = Duration::from_secs(10);

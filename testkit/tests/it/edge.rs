@@ -239,3 +239,54 @@ async fn an_open_chaos_api_is_warned_about_and_a_blank_token_is_no_token() {
     assert_eq!(get("Bearer s3cre").await.expect("GET").status(), 401);
     assert_eq!(get("Bearer ").await.expect("GET").status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_request_that_runs_longer_than_ten_seconds() {
+    // A next hop that accepts and never answers: payment's request waits out its hop timeout
+    // (11.5 s), longer than the old fixed 10 s grace, shorter than the request cap.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let next = format!("http://{}/create", silent.local_addr().expect("addr"));
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            held.push(c);
+        }
+    });
+    let mut svc = Alone::start(
+        "payment",
+        &[
+            ("CHAIN_SVC", next.as_str()),
+            ("REQUEST_TIMEOUT_MS", "13000"),
+            ("BREAKER_TIMEOUT_MS", "11500"),
+            ("RETRY_MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    let url = format!("{}/create", svc.url());
+    let request = tokio::spawn(async move {
+        let body = serde_json::json!({
+            "amount": 0, "id": "1", "shipment": {"id": "1", "directions": "home"}
+        });
+        let r = reqwest::Client::new().post(url).json(&body).send().await?;
+        let status = r.status().as_u16();
+        Ok::<_, reqwest::Error>((status, r.text().await?))
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let exit = tokio::task::block_in_place(|| svc.proc.terminate(Duration::from_secs(25)));
+    let (status, text) = request
+        .await
+        .expect("request task")
+        .expect("the request in flight is answered, not cut by the exit");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"degraded\""), "{text}");
+    let exit = exit.expect("exits within the grace");
+    assert!(exit.success(), "{exit:?}: {}", svc.proc.log());
+    assert!(
+        !svc.proc.log().contains("still in flight"),
+        "{}",
+        svc.proc.log()
+    );
+    hold.abort();
+}
