@@ -387,15 +387,14 @@ fn list_due(
         .map_err(redb_error)?
         .take(limit * 2 + 16)
     {
+        if due.len() >= limit {
+            break;
+        }
         let (entry, _) = entry.map_err(redb_error)?;
-        let id = entry.value().1;
-        match load(&records, id) {
+        match load(&records, entry.value().1) {
             Ok(rec) => due.push(rec),
             Err(StoreError::Corrupt(e)) => super::unreadable("embedded", &e),
             Err(e) => return Err(e),
-        }
-        if due.len() == limit {
-            break;
         }
     }
     Ok(due)
