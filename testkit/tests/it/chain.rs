@@ -175,7 +175,8 @@ async fn retries_reuse_the_hop_key_so_the_callee_stores_one_record() {
 
 #[tokio::test]
 async fn a_deadline_below_the_floor_is_refused_and_a_generous_one_passes() {
-    let s = TestStack::embedded(&[], &[]).await;
+    // A hop timeout a loaded machine's first (cold) call fits in.
+    let s = TestStack::embedded(&[("BREAKER_TIMEOUT_MS", "3000")], &[]).await;
     // A 2 ms budget can't persist anything, and five of them must not be able to make the
     // next hop look slow: refused at the edge with a clear error, nothing stored or called.
     for _ in 0..5 {
