@@ -58,7 +58,9 @@ rss_kib() { awk '/^VmRSS:/ {print $2; found=1} END {if (!found) print 0}' "/proc
 run() {
     local kind=$1 logs=$SAGA_LOG_DIR/$1 op pp sp svc rate
     if [[ $kind == mongo ]]; then rate=${RATE:-5300}; else rate=${RATE:-2500}; fi
-    read -r op pp sp < <(free_ports 3 | tr '\n' ' ')
+    local -a ports
+    mapfile -t ports < <(free_ports 3)
+    op=${ports[0]} pp=${ports[1]} sp=${ports[2]}
     make_temp_dir saga-overload
     local -a common=(env -i "PATH=$PATH" HOST=127.0.0.1 "DATA_DIR=$TEMP_DIR" LOG_FORMAT=json RUST_LOG=warn)
     if [[ $kind == mongo ]]; then

@@ -59,6 +59,11 @@ pub struct EmbeddedStore {
 /// queued operation holds its request's memory.
 pub const QUEUE_LIMIT: usize = 256;
 
+/// redb's page cache per store file. Its default (1 GiB) lets the cache grow with the file, so a
+/// service's memory grew with every record written (110 MB after a minute of overload); 16 MiB
+/// keeps the hot pages of the key and due indexes and caps what a flood can make it hold.
+const CACHE_BYTES: usize = 16 << 20;
+
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedStore")
@@ -85,12 +90,15 @@ impl EmbeddedStore {
             })
         })?;
         let path = dir.join(format!("{collection}.redb"));
-        let db = Database::create(&path).map_err(|source| {
-            backend(EmbeddedError::Open {
-                path: path.clone(),
-                source,
-            })
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| {
+                backend(EmbeddedError::Open {
+                    path: path.clone(),
+                    source,
+                })
+            })?;
         let txn = db.begin_write().map_err(redb_error)?;
         {
             txn.open_table(RECORDS).map_err(redb_error)?;
