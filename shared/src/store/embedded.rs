@@ -60,9 +60,11 @@ pub struct EmbeddedStore {
 pub const QUEUE_LIMIT: usize = 256;
 
 /// redb's page cache per store file. Its default (1 GiB) lets the cache grow with the file, so a
-/// service's memory grew with every record written (110 MB after a minute of overload); 16 MiB
-/// keeps the hot pages of the key and due indexes and caps what a flood can make it hold.
-const CACHE_BYTES: usize = 16 << 20;
+/// service's memory grew with every record written (110 MB after a minute of overload). 8 MiB
+/// keeps the hot pages of the key and due indexes; at 10x the sustainable rate for a minute it
+/// peaked at 35-52 MB per service (16 MiB: 45-64 MB), same answers and latency
+/// (`scripts/overload.sh embedded`).
+const CACHE_BYTES: usize = 8 << 20;
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
