@@ -19,7 +19,12 @@
 //! [`policy::Clocked`] to hand it the time, which failsafe's trait does not carry).
 //!
 //! The timeout lives *inside* the breaker so a timed-out call is recorded as a failure, and
-//! the caller's remaining deadline can only shorten it. The timer is armed only if the hop's
+//! the caller's remaining deadline can only shorten it. A timeout counts against the hop only
+//! when the hop had a fair share of the breaker's own timeout (at least half of it,
+//! [`Breaker::counts_timeout`]): a caller that sends a tiny `X-Deadline-Ms` can make its *own*
+//! call time out, never the breaker open for everyone else. Half, not all of it: in a chain
+//! every hop keeps a margin of what it was given, so an inner hop never gets its full timeout
+//! from a caller with the same one, and its real timeouts must still count. The timer is armed only if the hop's
 //! future does not complete on its first poll, so an answer that is already there costs no
 //! timer. A half-open trial holds its slot through a drop guard, so a cancelled caller can
 //! never wedge the breaker half-open.
@@ -195,7 +200,9 @@ impl Breaker {
     /// `min(d, configured)` (deadline propagation).
     ///
     /// The timeout is inside the breaker: a timed-out call is recorded as a failure (event
-    /// `timeout`). When rejected, `f` is never called (the hop is not contacted). A zero
+    /// `timeout`) when its budget was a fair share of the configured timeout
+    /// ([`counts_timeout`](Self::counts_timeout)); a call the caller's deadline cut shorter
+    /// still logs and counts `timeout`, but leaves the window alone. When rejected, `f` is never called (the hop is not contacted). A zero
     /// budget (the caller's deadline has already passed) returns `Timeout` without contacting
     /// the hop and without counting against it. An error whose
     /// [`counts_as_failure`](Failure::counts_as_failure) is `false` passes through uncounted.
@@ -257,8 +264,13 @@ impl Breaker {
                 drop(permit); // releases a trial slot; nothing is recorded
                 Err(BreakerError::Failed(e))
             }
-            None => {
+            None if self.counts_timeout(budget) => {
                 permit.failed(Event::Timeout, budget);
+                Err(BreakerError::Timeout(budget))
+            }
+            None => {
+                drop(permit); // the caller's short deadline, not the hop's health
+                self.timed_out_uncounted(budget);
                 Err(BreakerError::Timeout(budget))
             }
         }
@@ -268,6 +280,20 @@ impl Breaker {
     /// before its budget runs out (a shorter budget times out first and counts as a timeout).
     fn slow_line(&self, budget: Duration) -> Option<Duration> {
         self.cfg.policy.slow_call().filter(|slow| *slow < budget)
+    }
+
+    /// Whether a call that timed out after `budget` says anything about the hop: it does when
+    /// the hop had at least half the configured timeout. Less than that is the caller's
+    /// deadline speaking (any client can send a tiny `X-Deadline-Ms`), and counting it would
+    /// let one client open the breaker for all.
+    pub fn counts_timeout(&self, budget: Duration) -> bool {
+        budget >= self.cfg.timeout / 2
+    }
+
+    /// A timeout the caller's short deadline caused: in the totals and the log, not the window.
+    fn timed_out_uncounted(&self, budget: Duration) {
+        self.lock().totals.bump(Event::Timeout);
+        self.instrument.short_deadline(budget);
     }
 
     /// The caller degraded (answered without the hop): logs event `fallback` with the

@@ -8,8 +8,8 @@
 //! own values.
 //!
 //! This file holds the service's own variables (`ID`, `HOST`, `PORT`, `CHAIN_SVC`, `JUMPS`,
-//! `FALLBACK`, `INJECT_ERR`, `ERR_RATE`, `MAX_BODY_BYTES`, `REQUEST_TIMEOUT_MS`, `CHAOS_*`,
-//! `LOG_FORMAT`)
+//! `FALLBACK`, `INJECT_ERR`, `ERR_RATE`, `MAX_BODY_BYTES`, `REQUEST_TIMEOUT_MS`, `MAX_IN_FLIGHT`,
+//! `MAX_CONNECTIONS`, `HEADER_TIMEOUT_MS`, `CHAOS_*`, `LOG_FORMAT`)
 //! and assembles the sections, each of which reads its own variables next to its struct and
 //! defaults: [`StoreConfig`] (`MONGO_*`, `DATA_DIR`) in `store`, [`BreakerConfig`] and
 //! [`BreakerBackend`] (`BREAKER_*`, `REDIS_URL`) in `breaker`, [`RetryConfig`] (`RETRY_*`) in
@@ -92,9 +92,15 @@ pub struct Config {
     /// `HOP_SECRET`, `HOP_KEY_ID`, `HOP_ACCEPTED_SECRETS`, `HOP_MAX_SKEW_MS`: sign hop calls, and
     /// (except at the edge, order) refuse unsigned ones; `None` when `HOP_SECRET` is unset.
     pub hop_keys: Option<HopKeys>,
+    /// `MAX_CONNECTIONS`: connections served at once; one more is closed unread.
+    pub max_connections: usize,
+    /// `HEADER_TIMEOUT_MS`: how long a connection may take to send a request's head, counted
+    /// from when one is waited for (so also the idle keep-alive timeout). Slowloris defence.
+    pub header_timeout: Duration,
     /// `CHAOS_ENABLED`: expose the fault-injection API.
     pub chaos_enabled: bool,
-    /// `CHAOS_TOKEN`: when set, `/chaos` needs `Authorization: Bearer <token>`.
+    /// `CHAOS_TOKEN`: when set, `/chaos` needs `Authorization: Bearer <token>`. Trimmed; blank
+    /// counts as unset.
     pub chaos_token: Option<String>,
     pub log_format: LogFormat,
     /// `FAILPOINTS`: armed failpoints (tests only; see `crate::failpoint`).
@@ -162,8 +168,10 @@ impl Config {
             request_timeout: r.millis("REQUEST_TIMEOUT_MS", Duration::from_secs(10), 10, DAY_MS),
             max_in_flight: r.u32_in("MAX_IN_FLIGHT", 128, 1, 1_000_000) as usize,
             hop_keys: HopKeys::read(&mut r),
+            max_connections: r.u32_in("MAX_CONNECTIONS", 1024, 1, 1_000_000) as usize,
+            header_timeout: r.millis("HEADER_TIMEOUT_MS", Duration::from_secs(10), 10, DAY_MS),
             chaos_enabled: r.bool("CHAOS_ENABLED", false),
-            chaos_token: r.raw("CHAOS_TOKEN"),
+            chaos_token: r.raw("CHAOS_TOKEN").map(|t| t.trim().to_owned()),
             log_format: LogFormat::read(&mut r),
             failpoints: Failpoints::read(&mut r),
         };
@@ -227,6 +235,8 @@ mod tests {
         assert_eq!(c.breaker.reset, Duration::from_secs(10));
         assert_eq!(c.breaker.min_calls, 5);
         assert_eq!(c.max_body_bytes, 65536);
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
         assert!(c.chain_svc.is_none());
         assert_eq!(c.breaker_backend, BreakerBackend::Memory);
         assert!(matches!(c.store, StoreConfig::Embedded { .. }));
@@ -270,6 +280,38 @@ mod tests {
         assert!(!parse(&[("FALLBACK", "false")]).unwrap().fallback);
         let err = parse(&[("FALLBACK", "sometimes")]).unwrap_err();
         assert_eq!(err.0[0].var, "FALLBACK");
+    }
+
+    #[test]
+    fn a_blank_chaos_token_is_no_token_and_a_padded_one_is_trimmed() {
+        assert_eq!(parse(&[("CHAOS_TOKEN", "   ")]).unwrap().chaos_token, None);
+        assert_eq!(
+            parse(&[("CHAOS_TOKEN", " s3cret \n")]).unwrap().chaos_token,
+            Some("s3cret".into())
+        );
+    }
+
+    #[test]
+    fn a_bad_database_or_redis_url_is_reported_without_its_password() {
+        let err = parse(&[
+            ("MONGO_URL", "postgres://admin:hunter2@db:5432/x"),
+            ("BREAKER_BACKEND", "redis"),
+            ("REDIS_URL", "http://:hunter3@cache:6379/"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            !err.contains("hunter2") && !err.contains("hunter3"),
+            "{err}"
+        );
+        assert!(
+            err.contains("MONGO_URL=\"postgres://***@db:5432/x\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("REDIS_URL=\"http://***@cache:6379/\""),
+            "{err}"
+        );
     }
 
     #[test]

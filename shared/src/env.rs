@@ -18,6 +18,36 @@ use std::time::Duration;
 /// A day in milliseconds: the longest duration most `_MS` variables accept.
 pub const DAY_MS: u64 = 86_400_000;
 
+/// `url` fit for a log or an error message: everything between the scheme and the last `@`
+/// (user and password) replaced by `***`. Meant for URLs that may be malformed, so it looks
+/// for the separators, not for a valid URL: `mongodb://u:p@h/` becomes `mongodb://***@h/`.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url.rfind('@') {
+        Some(at) if at >= start => format!("{}***{}", &url[..start], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// `text` with the credentials of `url` (as [`redact_url`] finds them) replaced by `***`, for a
+/// driver's error message that may repeat them.
+pub fn scrub(text: &str, url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url.rfind('@') {
+        Some(at) if at > start => {
+            let userinfo = &url[start..at];
+            let mut out = text.replace(userinfo, "***");
+            if let Some((_, password)) = userinfo.split_once(':') {
+                if !password.is_empty() {
+                    out = out.replace(password, "***");
+                }
+            }
+            out
+        }
+        _ => text.to_owned(),
+    }
+}
+
 /// `d` in whole milliseconds, saturating at `u64::MAX`: for logs, metrics, JSON and the `_MS`
 /// variables, which are all integers of milliseconds. The inverse of [`Reader::millis`].
 pub fn millis(d: Duration) -> u64 {

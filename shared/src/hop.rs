@@ -2,7 +2,7 @@
 //!
 //! Every call to the next service goes through [`Hop::forward`], which is the only place that
 //! knows how a hop call can fail and what each failure means for the breaker: a 5xx, a refused
-//! connection or a timeout counts against the callee; a 4xx is the caller's fault and passes
+//! connection, a timeout, a 408 or a 429 counts against the callee; any other 4xx is the caller's fault and passes
 //! through uncounted. The call carries an idempotency key derived from the caller's saga id (so a
 //! retried or re-driven call can never create a second record downstream) and the caller's
 //! remaining time budget (so no hop waits longer than its caller will). With `HOP_SECRET` set it
@@ -32,6 +32,12 @@ pub const IDEMPOTENCY_HEADER: HeaderName = HeaderName::from_static("idempotency-
 /// The least a caller keeps for itself out of a time budget.
 pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
+/// The least time budget a request may carry. Below it nothing useful can happen (a record
+/// write alone takes milliseconds), so an `X-Deadline-Ms` under it is refused with a 400, and a
+/// hop never sends less: when what is left is shorter, it sends the floor and waits what it
+/// has (the callee's record is reconciled by the re-driver like any late answer).
+pub const MIN_DEADLINE: Duration = Duration::from_millis(50);
+
 /// What a caller keeps out of `budget` to persist and answer in: a tenth, at least 5 ms. Every
 /// hop keeps its margin, so a callee always answers (if only with its own fallback) before its
 /// caller stops waiting, instead of all nested timeouts firing at the same moment.
@@ -57,18 +63,43 @@ pub enum HopError {
 }
 
 impl HopError {
+    /// What a client may read: the next hop's own answer, but no address or socket error.
     pub fn detail(&self) -> String {
         match self {
             Self::Status { status, body } => format!("next hop answered {status}: {body}"),
-            Self::Connect(e) => format!("could not connect to the next hop: {e}"),
-            Self::Io(e) => format!("the next hop's answer was unusable: {e}"),
+            Self::Connect(_) => "could not connect to the next hop".into(),
+            Self::Io(_) => "the next hop's answer was unusable".into(),
+        }
+    }
+
+    /// What the operator's log gets: [`detail`](Self::detail) with the underlying error.
+    pub fn internal_detail(&self) -> String {
+        match self {
+            Self::Status { .. } => self.detail(),
+            Self::Connect(e) | Self::Io(e) => format!("{}: {e}", self.detail()),
         }
     }
 }
 
+/// 408 (the next hop gave up waiting for our request) and 429 (it is shedding load) are 4xx
+/// that say nothing wrong about the request: they pass with time, like a 503.
+fn transient_4xx(status: u16) -> bool {
+    matches!(status, 408 | 429)
+}
+
+impl HopError {
+    /// A 4xx that refuses the request itself: retrying the same request cannot help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Status { status, .. }
+            if (400..500).contains(status) && !transient_4xx(*status))
+    }
+}
+
 impl Failure for HopError {
+    /// Everything but a refusal: a 5xx, 408, 429, a broken connection. These say the next hop
+    /// could not serve us now; a refusal says the request was wrong.
     fn counts_as_failure(&self) -> bool {
-        !matches!(self, Self::Status { status, .. } if (400..500).contains(status))
+        !self.is_refusal()
     }
 }
 
@@ -93,26 +124,37 @@ impl ForwardError {
         }
     }
 
+    /// The `fallback.detail` a client reads: names the breaker, never the next hop's internal
+    /// URL or a socket error (those are in [`internal_detail`](Self::internal_detail)).
     pub fn detail(&self, hop: &Hop) -> String {
         match self {
             Self::Breaker(BreakerError::Rejected) => format!(
-                "breaker {} is open: {} was not called",
-                hop.breaker.name(),
-                hop.url
+                "breaker {} is open: the next hop was not called",
+                hop.breaker.name()
             ),
             Self::Breaker(BreakerError::Timeout(d)) => {
-                format!("{} did not answer within {} ms", hop.url, d.as_millis())
+                format!("the next hop did not answer within {} ms", d.as_millis())
             }
             Self::Breaker(BreakerError::Failed(e)) => e.detail(),
             Self::DeadlineSpent => "the caller's deadline was spent before the call".into(),
         }
     }
 
-    /// A 4xx: the next hop refused the request itself, a retry can't help.
+    /// For the log: what happened, with the next hop's URL and the underlying error.
+    pub fn internal_detail(&self, hop: &Hop) -> String {
+        match self {
+            Self::Breaker(BreakerError::Failed(e)) => {
+                format!("{}: {}", hop.url, e.internal_detail())
+            }
+            _ => format!("{}: {}", hop.url, self.detail(hop)),
+        }
+    }
+
+    /// A 4xx other than 408/429: the next hop refused the request itself, a retry can't help.
     pub fn rejected_by_next_hop(&self) -> Option<(u16, &serde_json::Value)> {
         match self {
-            Self::Breaker(BreakerError::Failed(HopError::Status { status, body }))
-                if (400..500).contains(status) =>
+            Self::Breaker(BreakerError::Failed(e @ HopError::Status { status, body }))
+                if e.is_refusal() =>
             {
                 Some((*status, body))
             }
@@ -260,7 +302,7 @@ impl Hop {
             .ok_or(ForwardError::DeadlineSpent)?;
         // We wait `wait`; the callee is told less, so its answer arrives before we give up.
         let wait = budget.min(self.breaker.config().timeout);
-        let sent_budget = wait.saturating_sub(deadline_margin(wait));
+        let sent_budget = wait.saturating_sub(deadline_margin(wait)).max(MIN_DEADLINE);
         let io = |what: String| ForwardError::Breaker(BreakerError::Failed(HopError::Io(what)));
         let bytes = match body {
             Some(b) => {
@@ -349,19 +391,112 @@ fn classify(e: reqwest::Error) -> HopError {
     }
 }
 
+/// Why an incoming `X-Deadline-Ms` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadDeadline {
+    #[error("X-Deadline-Ms must be a whole number of milliseconds (at most 9 digits)")]
+    Malformed,
+    #[error("X-Deadline-Ms must be at least {floor} ms (got {0} ms)", floor = MIN_DEADLINE.as_millis())]
+    BelowFloor(u64),
+}
+
 /// The deadline of an incoming request: its caller's budget when it sent one (capped at our own
-/// request timeout), else our own request timeout. `None` when the header is there but is not
-/// a whole number of milliseconds (at most 9 digits): the caller gets a 400 naming it.
-pub fn incoming_deadline(headers: &axum::http::HeaderMap, own: Duration) -> Option<Instant> {
+/// request timeout), else our own request timeout. Refused when the header is there but is not
+/// a whole number of milliseconds (at most 9 digits), or is below [`MIN_DEADLINE`]: the caller
+/// gets a 400 naming it.
+pub fn incoming_deadline(
+    headers: &axum::http::HeaderMap,
+    own: Duration,
+) -> Result<Instant, BadDeadline> {
     let budget = match headers.get(DEADLINE_HEADER) {
         None => own,
         Some(v) => {
-            let text = v.to_str().ok()?.trim();
+            let text = v.to_str().map_err(|_| BadDeadline::Malformed)?.trim();
             if text.is_empty() || text.len() > 9 || !text.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
+                return Err(BadDeadline::Malformed);
             }
-            Duration::from_millis(text.parse().ok()?).min(own)
+            let ms: u64 = text.parse().map_err(|_| BadDeadline::Malformed)?;
+            if Duration::from_millis(ms) < MIN_DEADLINE {
+                return Err(BadDeadline::BelowFloor(ms));
+            }
+            Duration::from_millis(ms).min(own)
         }
     };
-    Some(Instant::now() + budget)
+    Ok(Instant::now() + budget)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn with_deadline(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(DEADLINE_HEADER, HeaderValue::from_str(v).expect("ascii"));
+        h
+    }
+
+    fn status(code: u16) -> ForwardError {
+        ForwardError::Breaker(BreakerError::Failed(HopError::Status {
+            status: code,
+            body: serde_json::Value::Null,
+        }))
+    }
+
+    #[test]
+    fn a_408_or_429_is_transient_and_other_4xx_are_refusals() {
+        for code in [408, 429, 500, 502, 503] {
+            assert!(status(code).rejected_by_next_hop().is_none(), "{code}");
+            let ForwardError::Breaker(BreakerError::Failed(e)) = status(code) else {
+                unreachable!()
+            };
+            assert!(e.counts_as_failure(), "{code}");
+        }
+        for code in [400, 404, 409, 413, 422] {
+            assert!(status(code).rejected_by_next_hop().is_some(), "{code}");
+        }
+    }
+
+    #[test]
+    fn fallback_details_name_no_internal_url_or_socket_error() {
+        let url = Url::parse("http://10.9.8.7:4102/create").expect("url");
+        let breaker = Arc::new(Breaker::new("payment->shipment", Default::default()));
+        let hop = Hop::new(url, breaker, RetryConfig::default(), None).expect("client");
+        let socket = "tcp connect error: 10.9.8.7:4102: Connection refused (os error 111)";
+        for e in [
+            ForwardError::Breaker(BreakerError::Rejected),
+            ForwardError::Breaker(BreakerError::Timeout(Duration::from_millis(300))),
+            ForwardError::Breaker(BreakerError::Failed(HopError::Connect(socket.into()))),
+            ForwardError::Breaker(BreakerError::Failed(HopError::Io(socket.into()))),
+        ] {
+            let detail = e.detail(&hop);
+            assert!(!detail.contains("10.9.8.7"), "{detail}");
+            assert!(
+                e.internal_detail(&hop).contains("10.9.8.7"),
+                "the log keeps it"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_below_the_floor_is_refused_not_obeyed() {
+        let own = Duration::from_secs(10);
+        for tiny in ["0", "2", "8", "49"] {
+            assert!(
+                matches!(
+                    incoming_deadline(&with_deadline(tiny), own),
+                    Err(BadDeadline::BelowFloor(_))
+                ),
+                "{tiny}"
+            );
+        }
+        let at = incoming_deadline(&with_deadline("50"), own).expect("the floor itself is fine");
+        assert_eq!(at - Instant::now(), MIN_DEADLINE);
+        assert_eq!(
+            incoming_deadline(&with_deadline("soon"), own),
+            Err(BadDeadline::Malformed)
+        );
+        let capped = incoming_deadline(&with_deadline("999999999"), own).expect("capped");
+        assert_eq!(capped - Instant::now(), own);
+    }
 }

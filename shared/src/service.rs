@@ -5,7 +5,8 @@
 //! Everything else lives here once, one concept per file. A `POST /create` travels through them
 //! in this order:
 //!
-//! 1. `serve.rs` bound the port and serves the router; `state.rs` built the [`AppState`] every
+//! 1. `serve.rs` bound the port and serves the router through `listen.rs` (connection cap,
+//!    header and idle timeouts, drain); `state.rs` built the [`AppState`] every
 //!    request shares (store, next-hop client with its breaker, fault switchboard).
 //! 2. `router.rs`: the layers (panic → JSON, time limits, header limits, request metrics) and
 //!    the route to the handler; `signed.rs` refuses hop calls without a valid signature (when
@@ -35,6 +36,7 @@ mod compensate;
 mod create;
 mod extract;
 mod finish;
+mod listen;
 mod live;
 mod openapi;
 mod ops;
@@ -54,5 +56,5 @@ pub use live::{Live, SagaNote};
 pub use part::Part;
 pub use router::app;
 pub use serve::{main, serve, start, Running};
-pub use shutdown::{shutdown_signal, SHUTDOWN_GRACE};
+pub use shutdown::{shutdown_grace, shutdown_signal, HANDLER_CUTOFF};
 pub use state::{state, state_with_store, AppState, StartError};

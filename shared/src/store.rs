@@ -89,3 +89,11 @@ pub trait Store: Send + Sync + 'static {
     /// How many records are stored.
     fn count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
+
+/// A stored record that can't be decoded, met while listing due work: logged and counted
+/// (`saga_records_unreadable_total{store}`), then skipped, so one bad record never stops the
+/// re-driver for every other.
+pub(crate) fn unreadable(store: &'static str, error: &str) {
+    metrics::counter!("saga_records_unreadable_total", "store" => store).increment(1);
+    tracing::error!(store, error, "a due record can't be read; skipped");
+}

@@ -37,6 +37,24 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// A request method as a metric label: the nine methods of RFC 9110 and PATCH by name, anything
+/// else `other`, so a client inventing methods cannot add series.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Latency buckets in seconds: fine below 10 ms (fail-fast paths), coarse up to 10 s.

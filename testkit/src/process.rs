@@ -109,6 +109,11 @@ impl Proc {
             .is_ok_and(|s| s.success())
     }
 
+    /// The process id (to read `/proc/<pid>/status`).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Still running?
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -147,4 +152,54 @@ pub async fn wait_ready(url: &str, within: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// One service binary alone on loopback, on the embedded store in a temp dir: the shape for
+/// tests that need a real socket and a process of their own (connection limits, raw-TCP
+/// fuzzing, RSS from `/proc`). Killed on drop.
+pub struct Alone {
+    pub proc: Proc,
+    pub addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Alone {
+    /// Starts `name` (last hop: no `CHAIN_SVC`) with `env` on top of `HOST`, `PORT` and
+    /// `DATA_DIR`, and waits until `/ready` answers.
+    pub async fn start(name: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut vars: Vec<(String, String)> = vec![
+            ("HOST".into(), "127.0.0.1".into()),
+            ("PORT".into(), port.to_string()),
+            ("DATA_DIR".into(), dir.path().display().to_string()),
+        ];
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let proc = Proc::spawn(name, &vars).expect("spawn the service");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(
+            wait_ready(&format!("http://{addr}/ready"), Duration::from_secs(20)).await,
+            "{name} never got ready: {}",
+            proc.log()
+        );
+        Self {
+            proc,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Resident memory in KiB (`VmRSS` in `/proc/<pid>/status`); `None` off Linux.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
 }

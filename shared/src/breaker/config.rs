@@ -191,7 +191,7 @@ impl BreakerBackend {
                 other => {
                     r.reject(
                         "REDIS_URL",
-                        other.unwrap_or_default(),
+                        env::redact_url(&other.unwrap_or_default()),
                         "a redis:// URL (required when BREAKER_BACKEND=redis; TLS is not built in)",
                     );
                     Self::Memory

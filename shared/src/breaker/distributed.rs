@@ -79,8 +79,13 @@ impl Breaker {
                 permit.release().await; // a trial's slot is freed; nothing is recorded
                 Err(BreakerError::Failed(e))
             }
-            None => {
+            None if self.counts_timeout(budget) => {
                 permit.record(Event::Timeout, budget).await;
+                Err(BreakerError::Timeout(budget))
+            }
+            None => {
+                permit.release().await; // the caller's short deadline, not the hop's health
+                self.timed_out_uncounted(budget);
                 Err(BreakerError::Timeout(budget))
             }
         }

@@ -256,6 +256,20 @@ impl Instrument {
         );
     }
 
+    /// `timeout` of a call the caller's deadline cut short of a fair share of the breaker's
+    /// timeout: counted and logged, but not a failure of the hop.
+    pub(super) fn short_deadline(&self, budget: Duration) {
+        self.count(Event::Timeout);
+        let timeout_ms = env::millis(budget);
+        tracing::debug!(
+            event = "timeout",
+            breaker = %self.name,
+            timeout_ms,
+            counted = false,
+            "the caller's deadline ran out: not counted against the next hop"
+        );
+    }
+
     /// A transition: counted under its event and logged at `warn`, state name first, as a root
     /// event (no request's fields); `open` carries the window that tripped it and how long it
     /// stays open.

@@ -403,7 +403,7 @@ async fn stale_success_does_not_close_a_half_open_breaker() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn deadline_shorter_than_timeout_wins() {
+async fn deadline_shorter_than_timeout_wins_but_does_not_count() {
     let b = breaker(config());
     let slow = || async {
         sleep(Duration::from_secs(1)).await;
@@ -413,11 +413,52 @@ async fn deadline_shorter_than_timeout_wins() {
     let outcome = b.call(Some(Duration::from_millis(50)), slow).await;
     assert!(matches!(outcome, Err(BreakerError::Timeout(d)) if d == Duration::from_millis(50)));
     assert_eq!(start.elapsed(), Duration::from_millis(50));
+    assert_eq!(
+        b.snapshot().window,
+        WindowStats::default(),
+        "the caller's short deadline is not the hop's failure"
+    );
+    assert_eq!(b.snapshot().totals.timeout, 1);
 
     let start = Instant::now();
     let outcome = b.call(Some(Duration::from_secs(5)), slow).await;
     assert!(matches!(outcome, Err(BreakerError::Timeout(d)) if d == Duration::from_millis(300)));
     assert_eq!(start.elapsed(), Duration::from_millis(300));
+    let window = b.snapshot().window;
+    assert_eq!(
+        (window.calls, window.failures),
+        (1, 1),
+        "the full timeout counts"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn tiny_caller_deadlines_never_open_the_breaker() {
+    let b = breaker(config());
+    let hang = || std::future::pending::<Result<u32, Status>>();
+    for ms in [8, 12, 20, 30, 149] {
+        let outcome = b.call(Some(Duration::from_millis(ms)), hang).await;
+        assert!(matches!(outcome, Err(BreakerError::Timeout(_))));
+    }
+    for _ in 0..5 {
+        let _ = b.call(Some(Duration::from_millis(20)), hang).await;
+    }
+    assert_eq!(b.state(), BreakerState::Closed);
+    assert_eq!(b.snapshot().window, WindowStats::default());
+    assert_eq!(b.snapshot().totals.timeout, 10);
+    ok(&b).await.expect("the hop is still called");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fair_share_of_the_timeout_still_counts() {
+    // An inner hop never gets its full timeout from a caller with the same one (every hop keeps
+    // a margin), so half of it and more is the hop's own slowness.
+    let b = breaker(config());
+    let hang = || std::future::pending::<Result<u32, Status>>();
+    for _ in 0..b.config().min_calls {
+        let _ = b.call(Some(Duration::from_millis(150)), hang).await;
+    }
+    assert_eq!(b.state(), BreakerState::Open);
 }
 
 #[tokio::test(start_paused = true)]

@@ -17,14 +17,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 /// What a record's next status is, given what the next hop says of its own record.
+///
+/// Only an answer that says `completed` (or `last`: the hop limit, nothing further to do)
+/// completes the record. A 2xx without a status we know (a proxy's page, an empty body, a
+/// newer peer's word) proves nothing about the next hop's record, so the record stays
+/// `degraded` and the re-driver asks again: the idempotent replay then says what happened.
 pub fn settle(next: &serde_json::Value) -> (Status, &'static str) {
     match next.get("status").and_then(|s| s.as_str()) {
+        Some("completed" | "last") => (Status::Completed, ""),
         Some("degraded" | "pending") => (Status::Degraded, "downstream degraded"),
         Some("compensating") => (Status::Degraded, "downstream compensating"),
         Some("compensated") => (Status::Compensated, "downstream compensated"),
         Some("failed") => (Status::Failed, "downstream failed"),
-        // `completed`, or `last` (the hop limit: nothing further to do).
-        _ => (Status::Completed, ""),
+        _ => (Status::Degraded, "downstream answer without a known status"),
     }
 }
 
@@ -50,6 +55,12 @@ pub(crate) fn apply_answer(
         Err(e) => {
             let reason = e.reason();
             let detail = e.detail(hop);
+            tracing::debug!(
+                breaker = hop.breaker().name(),
+                reason = %reason,
+                detail = %e.internal_detail(hop),
+                "next hop gave no usable answer"
+            );
             let mut http_status = StatusCode::OK;
             if let Some((code, body)) = e.rejected_by_next_hop() {
                 http_status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
@@ -193,5 +204,18 @@ mod tests {
         assert_eq!(next_hop_summary(&rec), "not called: breaker open");
         rec.fallback = Some(fallback("http 502"));
         assert_eq!(next_hop_summary(&rec), "failed: http 502");
+    }
+
+    #[test]
+    fn a_2xx_without_a_known_status_is_not_completion() {
+        for answer in [
+            json!({}),
+            json!({"status": "ok"}),
+            json!({"status": 200}),
+            json!("<html>Welcome to nginx!</html>"),
+            json!(null),
+        ] {
+            assert_eq!(settle(&answer).0, Status::Degraded, "{answer}");
+        }
     }
 }

@@ -16,6 +16,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::Json;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 /// Extracting it applies the faults set through `/chaos`, before anything is accepted. A
 /// request held by a hang or an added latency starts over with the new faults when they change
@@ -72,7 +73,8 @@ async fn apply_chaos(state: &AppState) -> Result<(), ApiError> {
 }
 
 /// A `/chaos` call carrying `Authorization: Bearer <CHAOS_TOKEN>` (any call, when no token is
-/// set); 401 otherwise.
+/// set, which start-up warns about); 401 otherwise. The token is compared in constant time, so
+/// how long a refusal takes says nothing about how much of a guess was right.
 pub(super) struct ChaosAuthorized;
 
 impl FromRequestParts<Arc<AppState>> for ChaosAuthorized {
@@ -90,7 +92,8 @@ impl FromRequestParts<Arc<AppState>> for ChaosAuthorized {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if sent.is_some_and(|s| s.trim() == token) {
+        let matches = |s: &str| bool::from(s.trim().as_bytes().ct_eq(token.as_bytes()));
+        if sent.is_some_and(matches) {
             Ok(ChaosAuthorized)
         } else {
             Err(ApiError::Unauthorized)

@@ -3,7 +3,8 @@
 //! Each extractor is one check a handler would otherwise open-code, and its rejection is the
 //! same `ApiError` (same status, same JSON body) the handler used to return:
 //!
-//! - [`Deadline`]: `X-Deadline-Ms` → when this request must be answered by (400 when malformed);
+//! - [`Deadline`]: `X-Deadline-Ms` → when this request must be answered by (400 when malformed
+//!   or below the floor);
 //! - [`IdempotencyKey`]: the optional `Idempotency-Key`, validated (400 when malformed);
 //! - [`Count`]: the hop count from `?count=` (never fails: garbage counts as 0);
 //! - [`JsonBody`]: a JSON content type (415) and a body within `MAX_BODY_BYTES` (413);
@@ -24,8 +25,8 @@ use axum::http::{header, HeaderMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 
-/// When this request must be answered by: the caller's `X-Deadline-Ms` (400 when malformed),
-/// capped at `REQUEST_TIMEOUT_MS`.
+/// When this request must be answered by: the caller's `X-Deadline-Ms` (400 when malformed or
+/// below the 50 ms floor), capped at `REQUEST_TIMEOUT_MS`.
 pub(super) struct Deadline(pub tokio::time::Instant);
 
 impl FromRequestParts<Arc<AppState>> for Deadline {
@@ -37,10 +38,10 @@ impl FromRequestParts<Arc<AppState>> for Deadline {
     ) -> Result<Self, ApiError> {
         incoming_deadline(&parts.headers, state.config.request_timeout)
             .map(Deadline)
-            .ok_or_else(|| {
+            .map_err(|e| {
                 ApiError::bad_request(
                     "invalid_header",
-                    "X-Deadline-Ms must be a whole number of milliseconds (at most 9 digits)",
+                    e.to_string(),
                     Some("X-Deadline-Ms".into()),
                 )
             })

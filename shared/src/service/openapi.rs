@@ -211,8 +211,8 @@ pub fn document<P: Part>() -> OpenApi {
         ))
         .parameter(header(
             "X-Deadline-Ms",
-            "The caller's remaining time budget in milliseconds",
-            "^[0-9]{1,9}$",
+            "The caller's remaining time budget in milliseconds: at least 50 (400 below it)",
+            "^([5-9][0-9]|[1-9][0-9]{2,8})$",
         ))
         .request_body(Some(
             RequestBodyBuilder::new()
@@ -267,8 +267,8 @@ pub fn document<P: Part>() -> OpenApi {
         .parameter(key)
         .parameter(header(
             "X-Deadline-Ms",
-            "The caller's remaining time budget in milliseconds",
-            "^[0-9]{1,9}$",
+            "The caller's remaining time budget in milliseconds: at least 50 (400 below it)",
+            "^([5-9][0-9]|[1-9][0-9]{2,8})$",
         ))
         .response(
             "200",

@@ -1,8 +1,9 @@
 //! The ops endpoints: what an operator, a load balancer or a scraper asks a service.
 //!
-//! `/` (the original demo's hello), `/health` (the process is up), `/ready` (its database
-//! answers), `/metrics` (Prometheus text), `/breaker` (the next hop's breaker, as a snapshot) and
-//! `/openapi.json`. The live page over `/breaker`'s body is `live.rs`. None of them touches a saga; each is a few lines over the state.
+//! `/` (the original demo's hello), `/health` (the process is up), `/ready` (not shutting down,
+//! and its database answers), `/metrics` (Prometheus text), `/breaker` (the next hop's breaker,
+//! as a snapshot) and `/openapi.json`. The live page over `/breaker`'s body is `live.rs`. None of
+//! them touches a saga; each is a few lines over the state.
 
 use super::part::Part;
 use super::state::AppState;
@@ -25,20 +26,32 @@ pub(super) async fn health(State(state): State<Arc<AppState>>) -> Json<serde_jso
     Json(serde_json::json!({"status": "up", "service": state.service}))
 }
 
+/// Ready: not shutting down, and the database answers. The reason a service is not ready is a
+/// word (`draining`, `database unavailable`); the database's own error, which can name hosts,
+/// users and internal addresses, goes to the log only.
 pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let not_ready = |reason: &str| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "ready": false, "service": state.service, "store": state.store.kind(),
+                "reason": reason
+            })),
+        )
+            .into_response()
+    };
+    if state.shutdown.is_cancelled() {
+        return not_ready("draining");
+    }
     match state.store.ping().await {
         Ok(()) => Json(serde_json::json!({
             "ready": true, "service": state.service, "store": state.store.kind()
         }))
         .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({
-                "ready": false, "service": state.service, "store": state.store.kind(),
-                "reason": e.to_string()
-            })),
-        )
-            .into_response(),
+        Err(e) => {
+            tracing::warn!(service = state.service, error = %e, "not ready: the database does not answer");
+            not_ready("database unavailable")
+        }
     }
 }
 

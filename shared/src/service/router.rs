@@ -14,6 +14,7 @@ use super::live;
 use super::ops::{breaker, health, hello, metrics_text, openapi, ready};
 use super::part::Part;
 use super::record::get_record;
+use super::shutdown::HANDLER_CUTOFF;
 use super::signed::require_signature;
 use super::state::AppState;
 use crate::http;
@@ -24,7 +25,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
-use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
@@ -71,7 +71,7 @@ pub fn app<P: Part>(state: Arc<AppState>) -> Router {
         .layer(RequestBodyTimeoutLayer::new(state.config.request_timeout))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            state.config.request_timeout + Duration::from_secs(2),
+            state.config.request_timeout + HANDLER_CUTOFF,
         ))
         .layer(CatchPanicLayer::custom(http::panic_response))
         .with_state(state)
@@ -79,13 +79,20 @@ pub fn app<P: Part>(state: Arc<AppState>) -> Router {
 
 /// Request metrics: the `http_request_duration_seconds` histogram, labelled with the service,
 /// the matched route, the method and the status.
+///
+/// Every label value comes from a fixed set, never from the request as sent: each distinct
+/// value is a series kept in memory for the life of the process, and hyper accepts any token as
+/// a method and any path. So the route is the router's template (`/orders/{id}`, never the id)
+/// or `unmatched`, the method one of the standard nine or `other`
+/// ([`telemetry::method_label`](crate::telemetry::method_label)), and the status a code this
+/// service answered.
 async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().clone();
+    let method = crate::telemetry::method_label(req.method());
     let started = tokio::time::Instant::now();
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();

@@ -1,13 +1,14 @@
 //! Serving: bind, serve the router, start the re-driver, and stop them together.
 //!
-//! [`start`] is state + [`serve`]; [`serve`] returns a [`Running`] at once, with the server and
-//! the re-driver as two tasks that both end when the state's shutdown token is cancelled.
+//! [`start`] is state + [`serve`]; [`serve`] returns a [`Running`] at once, with the server
+//! (`listen.rs`: the connection cap, timeouts and drain) and the re-driver as two tasks that both end when the state's shutdown token is cancelled.
 //! [`main`] is the whole `main` of a service binary on top of that: config, logs, serve until a
 //! signal, then stop within the grace period.
 
+use super::listen::{serve_connections, ConnLimits};
 use super::part::Part;
 use super::router::app;
-use super::shutdown::{shutdown_signal, SHUTDOWN_GRACE};
+use super::shutdown::{shutdown_grace, shutdown_signal};
 use super::state::{state, AppState, StartError};
 use crate::config::Config;
 use std::net::SocketAddr;
@@ -59,14 +60,11 @@ pub async fn serve<P: Part>(state: Arc<AppState>) -> Result<Running, StartError>
     let router = app::<P>(state.clone());
     let stop = shutdown.clone();
     let service = state.service;
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(service, error = %e, "server stopped with an error");
-        }
-    });
+    let limits = ConnLimits {
+        max_connections: state.config.max_connections,
+        header_timeout: state.config.header_timeout,
+    };
+    let task = tokio::spawn(serve_connections(listener, router, limits, stop, service));
     // Create the indexes now if the database is up; if not, the first request tries again and
     // `/ready` says not ready until it works.
     let warm = state.clone();
@@ -82,6 +80,13 @@ pub async fn serve<P: Part>(state: Arc<AppState>) -> Result<Running, StartError>
         next = state.hop.as_ref().map(|h| h.url().as_str()).unwrap_or("-"),
         "listening"
     );
+    if state.config.chaos_enabled && state.config.chaos_token.is_none() {
+        tracing::warn!(
+            service = state.service,
+            "CHAOS_ENABLED without CHAOS_TOKEN: anyone who reaches this port can inject faults \
+             through /chaos; set CHAOS_TOKEN outside a test bench"
+        );
+    }
     let redriver = super::redrive::spawn::<P>(state.clone());
     Ok(Running {
         addr,
@@ -121,10 +126,8 @@ pub async fn main<P: Part>() -> std::process::ExitCode {
     // Serve until told to stop; only then does the grace period start.
     token.cancelled().await;
     tracing::info!(service, "stopping: finishing requests in flight");
-    if tokio::time::timeout(SHUTDOWN_GRACE, running.stop())
-        .await
-        .is_err()
-    {
+    let grace = shutdown_grace(running.state.config.request_timeout);
+    if tokio::time::timeout(grace, running.stop()).await.is_err() {
         tracing::warn!(service, "requests still in flight after the grace period");
     }
     tracing::info!(service, "stopped");

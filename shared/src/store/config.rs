@@ -64,7 +64,7 @@ impl StoreConfig {
             Some(url) => {
                 r.reject(
                     "MONGO_URL",
-                    url,
+                    crate::env::redact_url(&url),
                     "a mongodb:// or mongodb+srv:// connection string",
                 );
                 Self::embedded(PathBuf::new())
@@ -126,6 +126,22 @@ mod tests {
     use super::*;
     use crate::saga::SagaRecord;
     use crate::store::Inserted;
+
+    #[tokio::test]
+    async fn an_unusable_mongo_url_fails_without_printing_its_password() {
+        for url in [
+            "mongodb://admin:hunter2@",
+            "mongodb://admin:hunter2@db:notaport/",
+        ] {
+            let cfg = StoreConfig::mongo(url, "x");
+            let Err(err) = cfg.open("orders").await else {
+                panic!("{url} opened");
+            };
+            let text = err.to_string();
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("***"), "{text}");
+        }
+    }
 
     #[tokio::test]
     async fn open_creates_the_data_dir_and_an_embedded_store_in_it() {

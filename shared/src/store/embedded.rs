@@ -32,6 +32,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod group_commit;
+#[cfg(test)]
+mod tests;
 use group_commit::GroupCommit;
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
@@ -46,7 +48,23 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     path: Arc<PathBuf>,
     commits: Arc<GroupCommit>,
+    /// One permit per operation on the blocking pool, running or waiting for a thread: the
+    /// bound on queued store work (see [`QUEUE_LIMIT`]).
+    queue: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most operations one store lets wait for or run on the blocking pool. Past it an
+/// operation fails at once as unavailable (503 + `Retry-After`, nothing accepted) instead of
+/// joining a queue that only grows: tokio's blocking pool queues without bound, and every
+/// queued operation holds its request's memory.
+pub const QUEUE_LIMIT: usize = 256;
+
+/// redb's page cache per store file. Its default (1 GiB) lets the cache grow with the file, so a
+/// service's memory grew with every record written (110 MB after a minute of overload). 8 MiB
+/// keeps the hot pages of the key and due indexes; at 10x the sustainable rate for a minute it
+/// peaked at 35-52 MB per service (16 MiB: 45-64 MB), same answers and latency
+/// (`scripts/overload.sh embedded`).
+const CACHE_BYTES: usize = 8 << 20;
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,12 +92,15 @@ impl EmbeddedStore {
             })
         })?;
         let path = dir.join(format!("{collection}.redb"));
-        let db = Database::create(&path).map_err(|source| {
-            backend(EmbeddedError::Open {
-                path: path.clone(),
-                source,
-            })
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| {
+                backend(EmbeddedError::Open {
+                    path: path.clone(),
+                    source,
+                })
+            })?;
         let txn = db.begin_write().map_err(redb_error)?;
         {
             txn.open_table(RECORDS).map_err(redb_error)?;
@@ -99,6 +120,7 @@ impl EmbeddedStore {
             db,
             path: Arc::new(path),
             commits: Arc::new(commits),
+            queue: Arc::new(tokio::sync::Semaphore::new(QUEUE_LIMIT)),
         })
     }
 
@@ -113,16 +135,24 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// Runs `work` on the blocking pool with the database.
+    /// Runs `work` on the blocking pool with the database, if fewer than [`QUEUE_LIMIT`]
+    /// operations are already there; else fails at once as unavailable.
     async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
+        let permit = Arc::clone(&self.queue)
+            .try_acquire_owned()
+            .map_err(|_| StoreError::Unavailable(Box::new(EmbeddedError::Busy(QUEUE_LIMIT))))?;
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || work(&db))
-            .await
-            .map_err(|e| StoreError::Backend(Box::new(e)))?
+        tokio::task::spawn_blocking(move || {
+            let out = work(&db);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
     /// Runs a write on the blocking pool and waits until it is on disk. `work` gets a write
@@ -346,7 +376,12 @@ fn list_by_status(
     oldest.iter().map(|(_, id)| load(&records, id)).collect()
 }
 
-/// The records due by `now`, earliest first.
+/// The records due by `now`, earliest first, at most `limit`.
+///
+/// A record that can't be decoded is skipped, logged and counted
+/// (`saga_records_unreadable_total`), not returned as an error: one bad record must not stop
+/// the re-driver for every other. It stays in the index, so the scan looks a little past
+/// `limit` to keep a few bad ones from taking every slot.
 fn list_due(
     db: &Database,
     now: DateTime<Utc>,
@@ -354,14 +389,25 @@ fn list_due(
 ) -> Result<Vec<SagaRecord>, StoreError> {
     let txn = db.begin_read().map_err(redb_error)?;
     let index = txn.open_table(DUE).map_err(redb_error)?;
-    let until = (now.timestamp_millis(), "\u{10ffff}");
-    let mut ids = Vec::new();
-    for entry in index.range(..=until).map_err(redb_error)?.take(limit) {
-        let (entry, _) = entry.map_err(redb_error)?;
-        ids.push(entry.value().1.to_owned());
-    }
     let records = txn.open_table(RECORDS).map_err(redb_error)?;
-    ids.iter().map(|id| load(&records, id)).collect()
+    let until = (now.timestamp_millis(), "\u{10ffff}");
+    let mut due = Vec::new();
+    for entry in index
+        .range(..=until)
+        .map_err(redb_error)?
+        .take(limit * 2 + 16)
+    {
+        if due.len() >= limit {
+            break;
+        }
+        let (entry, _) = entry.map_err(redb_error)?;
+        match load(&records, entry.value().1) {
+            Ok(rec) => due.push(rec),
+            Err(StoreError::Corrupt(e)) => super::unreadable("embedded", &e),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(due)
 }
 
 fn due_entry<'a>(rec: &SagaRecord, id: &'a str) -> Option<(i64, &'a str)> {
@@ -447,6 +493,8 @@ enum EmbeddedError {
     KeyTaken { key: String, owner: String },
     #[error("record version overflows u64")]
     VersionOverflow,
+    #[error("{0} store operations are already queued: retry shortly")]
+    Busy(usize),
     #[error("can't encode record {id}: {source}")]
     Encode {
         id: SagaId,

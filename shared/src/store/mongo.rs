@@ -100,7 +100,17 @@ impl MongoStore {
         collection: &str,
         op_timeout: Duration,
     ) -> Result<MongoStore, StoreError> {
-        let mut options = ClientOptions::parse(uri).await.map_err(classify)?;
+        // The driver's message may quote the connection string, password and all.
+        let mut options = ClientOptions::parse(uri).await.map_err(|e| {
+            StoreError::Backend(
+                format!(
+                    "MONGO_URL {} is not a usable connection string: {}",
+                    crate::env::redact_url(uri),
+                    crate::env::scrub(&e.to_string(), uri)
+                )
+                .into(),
+            )
+        })?;
         options.server_selection_timeout = Some(op_timeout);
         options.connect_timeout = Some(op_timeout);
         if options.app_name.is_none() {
@@ -384,7 +394,7 @@ impl MongoStore {
                 Ok(rec) => Ok((key.clone(), rec)),
                 // One undecodable record must not stop the re-driver for all the others.
                 Err(StoreError::Corrupt(e)) => {
-                    tracing::error!(error = %e, "a due record can't be read; skipped");
+                    super::unreadable("mongo", &e);
                     Ok((key.clone(), None))
                 }
                 Err(e) => Err(e),

@@ -12,6 +12,7 @@
 
 mod crash;
 mod faults;
+mod fuzz;
 mod load;
 mod metastable;
 mod simulate;

@@ -13,6 +13,14 @@ async fn database_down_means_not_ready_and_503_without_accepting() {
     let ready = s.get(Svc::Order, "/ready").await;
     assert_eq!(ready.status, 503, "{}", ready.text);
     assert_eq!(ready.json["ready"], false);
+    // The reason is a word: the driver's error names the server's address, which is the
+    // operator's business (it is in the log), not every client's.
+    assert_eq!(
+        ready.json["reason"], "database unavailable",
+        "{}",
+        ready.text
+    );
+    assert!(!ready.text.contains("127.0.0.1"), "{}", ready.text);
     let r = s.post(Svc::Order, "/create", &seed()).await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.json["error"], "unavailable");

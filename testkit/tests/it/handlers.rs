@@ -404,3 +404,13 @@ async fn past_max_in_flight_the_flow_is_shed_with_503_and_the_ops_routes_still_a
     assert_eq!(admitted.status, 200, "{}", admitted.text);
     assert_eq!(svc.count().await, 1);
 }
+
+#[tokio::test]
+async fn ready_answers_draining_once_the_service_is_stopping() {
+    let app = TestRouter::new::<Order>(&[]);
+    assert_eq!(app.get("/ready").await.status, 200);
+    app.state().shutdown.cancel();
+    let r = app.get("/ready").await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.json["reason"], "draining", "{}", r.text);
+}

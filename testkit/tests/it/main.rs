@@ -32,6 +32,7 @@ mod bad_input;
 mod chain;
 mod chaos;
 mod database_down;
+mod edge;
 mod fallback;
 mod finish;
 mod handlers;

@@ -395,21 +395,39 @@ async fn a_trial_that_outlived_its_lease_has_no_say() {
 }
 
 #[tokio::test]
-async fn a_timed_out_call_counts_as_a_shared_failure() {
+async fn a_timed_out_call_counts_as_a_shared_failure_unless_the_caller_cut_it_short() {
     let url = redis_or_skip!();
     capture::install();
-    let (a, b, _clock, name) = two_replicas("timeout", &url);
+    let name = unique_name("timeout");
+    let clock = Arc::new(ManualClock::starting_now());
+    let backend = BreakerBackend::Redis { url: url.clone() };
+    let short = BreakerConfig {
+        timeout: Duration::from_millis(40),
+        ..BreakerConfig::default()
+    };
+    let replica = |cfg: BreakerConfig| {
+        Arc::new(
+            Breaker::with_backend_and_clock(&name, cfg, &backend, clock.clone())
+                .expect("a valid REDIS_URL builds a breaker"),
+        )
+    };
+    let (a, b) = (replica(short), replica(config()));
+
+    // The caller's 10 ms deadline: a timeout, but not the hop's failure.
     let outcome: Outcome = a
-        .call(Some(Duration::from_millis(20)), std::future::pending)
+        .call(Some(Duration::from_millis(10)), std::future::pending)
         .await;
-    assert!(matches!(outcome, Err(BreakerError::Timeout(d)) if d == Duration::from_millis(20)));
-    assert_eq!(count(&name, "timeout"), 1);
+    assert!(matches!(outcome, Err(BreakerError::Timeout(d)) if d == Duration::from_millis(10)));
+    // The breaker's own timeout: a shared failure.
+    let outcome: Outcome = a.call(None, std::future::pending).await;
+    assert!(matches!(outcome, Err(BreakerError::Timeout(d)) if d == Duration::from_millis(40)));
+    assert_eq!(count(&name, "timeout"), 2);
     let _ = Hop::default().ok(&b).await;
     let window = b.snapshot().window;
     assert_eq!(
         (window.calls, window.failures),
         (2, 1),
-        "b sees a's timeout"
+        "b sees a's full timeout, not the short one"
     );
 }
 
