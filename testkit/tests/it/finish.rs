@@ -71,29 +71,57 @@ impl Store for Gated {
     }
 }
 
+/// Payment on a [`Gated`] store, forwarding to the shipment of an embedded stack (whose other
+/// services the tests don't use).
+struct GatedPayment {
+    stack: TestStack,
+    store: Arc<dyn Store>,
+    gate: watch::Sender<bool>,
+    running: shared::service::Running,
+    _dir: tempfile::TempDir,
+}
+
+impl GatedPayment {
+    async fn start() -> Self {
+        let stack = TestStack::embedded(&[], &[]).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (gate, open) = watch::channel(false);
+        let inner = EmbeddedStore::open(dir.path(), "payments").expect("embedded store");
+        let store: Arc<dyn Store> = Arc::new(Gated { inner, open });
+        let vars: HashMap<String, String> = [
+            ("HOST", "127.0.0.1".to_string()),
+            ("PORT", "0".to_string()),
+            ("CHAIN_SVC", format!("{}/create", stack.url(Svc::Shipment))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let config = shared::Config::from_lookup("payment", 0, |k| vars.get(k).cloned())
+            .expect("a valid configuration");
+        let state = shared::service::state_with_store::<payment::Payment>(config, store.clone())
+            .expect("payment's state");
+        let running = shared::service::serve::<payment::Payment>(state)
+            .await
+            .expect("payment serves");
+        Self {
+            stack,
+            store,
+            gate,
+            running,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_answer_leaves_before_the_final_write_and_reads_wait_for_it() {
-    // Shipment (and the rest of a stack we don't use) on the embedded store.
-    let s = TestStack::embedded(&[], &[]).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (gate, open) = watch::channel(false);
-    let inner = EmbeddedStore::open(dir.path(), "payments").expect("embedded store");
-    let store: Arc<dyn Store> = Arc::new(Gated { inner, open });
-    let vars: HashMap<String, String> = [
-        ("HOST", "127.0.0.1".to_string()),
-        ("PORT", "0".to_string()),
-        ("CHAIN_SVC", format!("{}/create", s.url(Svc::Shipment))),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let config = shared::Config::from_lookup("payment", 0, |k| vars.get(k).cloned())
-        .expect("a valid configuration");
-    let state = shared::service::state_with_store::<payment::Payment>(config, store.clone())
-        .expect("payment's state");
-    let running = shared::service::serve::<payment::Payment>(state)
-        .await
-        .expect("payment serves");
+    let GatedPayment {
+        stack: s,
+        store,
+        gate,
+        running,
+        _dir,
+    } = GatedPayment::start().await;
     let base = format!("http://{}", running.addr);
     let http = reqwest::Client::new();
 
@@ -143,26 +171,13 @@ async fn the_answer_leaves_before_the_final_write_and_reads_wait_for_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_service_waits_for_its_final_writes() {
-    let s = TestStack::embedded(&[], &[]).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (gate, open) = watch::channel(false);
-    let inner = EmbeddedStore::open(dir.path(), "payments").expect("embedded store");
-    let store: Arc<dyn Store> = Arc::new(Gated { inner, open });
-    let vars: HashMap<String, String> = [
-        ("HOST", "127.0.0.1".to_string()),
-        ("PORT", "0".to_string()),
-        ("CHAIN_SVC", format!("{}/create", s.url(Svc::Shipment))),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let config = shared::Config::from_lookup("payment", 0, |k| vars.get(k).cloned())
-        .expect("a valid configuration");
-    let state = shared::service::state_with_store::<payment::Payment>(config, store.clone())
-        .expect("payment's state");
-    let running = shared::service::serve::<payment::Payment>(state)
-        .await
-        .expect("payment serves");
+    let GatedPayment {
+        stack: s,
+        store,
+        gate,
+        running,
+        _dir,
+    } = GatedPayment::start().await;
     let res = reqwest::Client::new()
         .post(format!("http://{}/create", running.addr))
         .json(&json!({"amount": 5, "id": "p-2", "shipment": {"id": "s-2", "directions": "home"}}))
