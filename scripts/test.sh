@@ -331,6 +331,7 @@ step_http_tests() {
 step_compose() {
     docker-compose -f docker-compose.yaml config -q
     docker-compose -f docker-compose.yaml --profile redis config -q
+    docker-compose -f docker-compose.yaml -f docker-compose.watch.yaml config -q
     log "docker-compose.yaml is valid (services: $(docker-compose -f docker-compose.yaml config --services | tr '\n' ' '))"
 }
 
