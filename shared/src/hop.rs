@@ -2,7 +2,7 @@
 //!
 //! Every call to the next service goes through [`Hop::forward`], which is the only place that
 //! knows how a hop call can fail and what each failure means for the breaker: a 5xx, a refused
-//! connection, a timeout, a 408 or a 429 counts against the callee; any other 4xx is the caller's fault and passes
+//! connection, a timeout, a 401, 408 or 429 counts against the callee; any other 4xx is the caller's fault and passes
 //! through uncounted. The call carries an idempotency key derived from the caller's saga id (so a
 //! retried or re-driven call can never create a second record downstream) and the caller's
 //! remaining time budget (so no hop waits longer than its caller will). With `HOP_SECRET` set it
@@ -82,9 +82,13 @@ impl HopError {
 }
 
 /// 408 (the next hop gave up waiting for our request) and 429 (it is shedding load) are 4xx
-/// that say nothing wrong about the request: they pass with time, like a 503.
+/// that say nothing wrong about the request: they pass with time, like a 503. So does 401
+/// between hops: the client's request reached us fine, and the next hop refused *our*
+/// signature (`HOP_SECRET`s that disagree, a clock off by more than `HOP_MAX_SKEW_MS`). That is
+/// the operator's to fix, not the client's to be failed for: the hop degrades, its breaker
+/// counts it, and the re-driver carries the saga on once the secrets agree.
 fn transient_4xx(status: u16) -> bool {
-    matches!(status, 408 | 429)
+    matches!(status, 401 | 408 | 429)
 }
 
 impl HopError {
@@ -96,7 +100,7 @@ impl HopError {
 }
 
 impl Failure for HopError {
-    /// Everything but a refusal: a 5xx, 408, 429, a broken connection. These say the next hop
+    /// Everything but a refusal: a 5xx, 401, 408, 429, a broken connection. These say the next hop
     /// could not serve us now; a refusal says the request was wrong.
     fn counts_as_failure(&self) -> bool {
         !self.is_refusal()
@@ -150,7 +154,7 @@ impl ForwardError {
         }
     }
 
-    /// A 4xx other than 408/429: the next hop refused the request itself, a retry can't help.
+    /// A 4xx other than 401/408/429: the next hop refused the request itself, a retry can't help.
     pub fn rejected_by_next_hop(&self) -> Option<(u16, &serde_json::Value)> {
         match self {
             Self::Breaker(BreakerError::Failed(e @ HopError::Status { status, body }))
@@ -444,8 +448,8 @@ mod tests {
     }
 
     #[test]
-    fn a_408_or_429_is_transient_and_other_4xx_are_refusals() {
-        for code in [408, 429, 500, 502, 503] {
+    fn a_401_408_or_429_is_transient_and_other_4xx_are_refusals() {
+        for code in [401, 408, 429, 500, 502, 503] {
             assert!(status(code).rejected_by_next_hop().is_none(), "{code}");
             let ForwardError::Breaker(BreakerError::Failed(e)) = status(code) else {
                 unreachable!()
