@@ -14,8 +14,8 @@ pub mod signature;
 pub use keys::HopKeys;
 
 use crate::breaker::{Breaker, BreakerError, Failure};
-use crate::config::RetryConfig;
 use crate::failpoint::{self, Action, Point};
+use crate::retry::RetryConfig;
 use crate::retry::{self, RetryBudget, Verdict};
 use crate::saga::SagaId;
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};

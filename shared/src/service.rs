@@ -52,7 +52,7 @@ mod state;
 
 pub use crate::http::{MAX_HEADERS, MAX_HEADER_BYTES};
 pub use extract::parse_part;
-pub use live::{Live, SagaNote};
+pub use live::outcomes::{Live, SagaNote};
 pub use part::Part;
 pub use router::app;
 pub use serve::{main, serve, start, Running};

@@ -13,7 +13,6 @@ use super::answer::{apply_answer, located, log_answered, replay, saved_response}
 use super::budget::within;
 use super::chaos::ChaosGate;
 use super::extract::{Count, Deadline, IdempotencyKey, ValidJson};
-use super::finish::Finishing;
 use super::part::Part;
 use super::schedule::{backoff, later};
 use super::state::AppState;
@@ -273,7 +272,9 @@ async fn process(
     let outcome = state.live.note(&rec, "request");
     log_answered(&rec, false, started);
     // The answer need not wait for this write (see `finish`); it does when too many are queued.
-    let finish = Finishing::finish(state, rec, read);
+    let finish = state
+        .finishing
+        .finish(&state.store, state.service, rec, read);
     if !within(deadline, "saving the outcome", finish).await? {
         // Someone else (a concurrent replay, the re-driver) moved this record first: answer
         // what it stored.

@@ -21,10 +21,9 @@
 //! A final write that fails (the database went away) or loses its version check (a replay or the
 //! re-driver moved the record first) leaves the record to whoever holds it now; both are logged.
 
-use super::state::AppState;
 use crate::failpoint::{self, Action, Point};
 use crate::saga::{SagaId, SagaRecord};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Semaphore};
@@ -33,15 +32,15 @@ use tokio_util::task::TaskTracker;
 /// The final write itself. The `write` failpoint (tests, `crate::failpoint`) sits right before
 /// it: a crash there loses the write after the answer left, an error fails it, a duplicate
 /// delivers it twice (the second loses its version check).
-async fn write(state: &AppState, rec: &SagaRecord, read: u64) -> Result<bool, StoreError> {
+async fn write(store: &dyn Store, rec: &SagaRecord, read: u64) -> Result<bool, StoreError> {
     match failpoint::fire(Point::Write) {
         Some(Action::Error) => Err(StoreError::Unavailable("failpoint write: error".into())),
         Some(Action::Duplicate) => {
-            let first = state.store.replace(rec, read).await;
-            let _ = state.store.replace(rec, read).await;
+            let first = store.replace(rec, read).await;
+            let _ = store.replace(rec, read).await;
             first
         }
-        _ => state.store.replace(rec, read).await,
+        _ => store.replace(rec, read).await,
     }
 }
 
@@ -49,7 +48,7 @@ async fn write(state: &AppState, rec: &SagaRecord, read: u64) -> Result<bool, St
 pub struct Finishing {
     /// One receiver per saga whose final write is in flight; its sender is dropped when the
     /// write ends, which wakes every reader waiting on it.
-    pending: Mutex<HashMap<SagaId, watch::Receiver<()>>>,
+    pending: Arc<Mutex<HashMap<SagaId, watch::Receiver<()>>>>,
     /// Bounds the writes in the background; past it the write holds the answer.
     room: Arc<Semaphore>,
     tasks: TaskTracker,
@@ -59,7 +58,7 @@ impl Finishing {
     /// Room for `limit` final writes in the background.
     pub fn new(limit: usize) -> Self {
         Self {
-            pending: Mutex::new(HashMap::new()),
+            pending: Arc::new(Mutex::new(HashMap::new())),
             room: Arc::new(Semaphore::new(limit.max(1))),
             tasks: TaskTracker::new(),
         }
@@ -68,36 +67,39 @@ impl Finishing {
     /// Writes `rec` (version `read + 1`, checked against `read`) after the answer, or now when
     /// there is no room. Returns `Ok(true)` when the write was handed to the background or
     /// landed, `Ok(false)` when it was made here and lost its version check.
+    /// `service` names the service in the log lines.
     pub(super) async fn finish(
-        state: &Arc<AppState>,
+        &self,
+        store: &Arc<dyn Store>,
+        service: &'static str,
         rec: SagaRecord,
         read: u64,
     ) -> Result<bool, StoreError> {
-        let Ok(permit) = state.finishing.room.clone().try_acquire_owned() else {
-            return write(state, &rec, read).await;
+        let Ok(permit) = self.room.clone().try_acquire_owned() else {
+            return write(store.as_ref(), &rec, read).await;
         };
         let (done, waiting) = watch::channel(());
         let saga_id = rec.saga_id;
-        if let Ok(mut pending) = state.finishing.pending.lock() {
+        if let Ok(mut pending) = self.pending.lock() {
             pending.insert(saga_id, waiting.clone());
         }
-        let state = state.clone();
-        state.finishing.tasks.clone().spawn(async move {
-            match write(&state, &rec, read).await {
+        let (store, pending) = (store.clone(), self.pending.clone());
+        self.tasks.spawn(async move {
+            match write(store.as_ref(), &rec, read).await {
                 Ok(true) => {}
                 Ok(false) => tracing::debug!(
-                    service = state.service,
+                    service,
                     %saga_id,
                     "the record moved before its final write landed; the newer state stands"
                 ),
                 Err(e) => tracing::warn!(
-                    service = state.service,
+                    service,
                     %saga_id,
                     error = %e,
                     "final write failed; the re-driver finishes the record after its deadline"
                 ),
             }
-            if let Ok(mut pending) = state.finishing.pending.lock() {
+            if let Ok(mut pending) = pending.lock() {
                 if pending
                     .get(&saga_id)
                     .is_some_and(|w| w.same_channel(&waiting))

@@ -19,16 +19,21 @@
 //! most one write every 200 ms, so its cost does not grow with the request rate. A client that disconnects is dropped the
 //! next time its stream writes (within a second, at the next `breaker` tick), and with it its
 //! receivers. The stream ends when the service stops, so graceful shutdown never waits on it.
+//!
+//! The service's side of it, what a request publishes, is `live/outcomes.rs`.
+
+pub(super) mod outcomes;
 
 use super::ops::breaker_body;
 use super::state::AppState;
 use crate::breaker::Note;
-use crate::saga::SagaRecord;
+
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::Html;
-use chrono::{DateTime, Utc};
+
 use futures::Stream;
+use outcomes::SagaNote;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -40,9 +45,6 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 /// The page, served as is.
 const PAGE: &str = include_str!("live.html");
 
-/// How many saga outcomes a client may fall behind before it skips the oldest.
-const OUTCOMES: usize = 64;
-
 /// How often the `breaker` snapshot is sent when nothing else happens.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -51,65 +53,6 @@ const BATCH: Duration = Duration::from_millis(200);
 
 /// At most this many are gathered (a busy service's outcomes come faster than any page reads).
 const BATCH_MAX: usize = 128;
-
-/// One saga outcome as the live page shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct SagaNote {
-    pub saga_id: String,
-    /// The record's status after this step: `completed`, `degraded`, `compensated`, …
-    pub status: &'static str,
-    /// `request` or `redrive`.
-    pub by: &'static str,
-    /// The fallback's reason, when the next hop was skipped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub at: DateTime<Utc>,
-}
-
-/// The service's saga outcomes, on a bounded broadcast channel.
-pub struct Live {
-    outcomes: broadcast::Sender<SagaNote>,
-}
-
-impl Default for Live {
-    fn default() -> Self {
-        Self {
-            outcomes: broadcast::Sender::new(OUTCOMES),
-        }
-    }
-}
-
-impl Live {
-    /// Publishes the outcome of one step of `rec`; builds nothing when no page is open.
-    pub fn saga(&self, rec: &SagaRecord, by: &'static str) {
-        self.publish(self.note(rec, by));
-    }
-
-    /// The outcome of `rec` as the page shows it, or `None` when no page is open: built before
-    /// the record is handed away, published once its write is known to have won.
-    pub fn note(&self, rec: &SagaRecord, by: &'static str) -> Option<SagaNote> {
-        (self.outcomes.receiver_count() > 0).then(|| SagaNote {
-            saga_id: rec.saga_id.to_string(),
-            status: rec.status.as_str(),
-            by,
-            reason: rec.fallback.as_ref().map(|f| f.reason.clone()),
-            at: Utc::now(),
-        })
-    }
-
-    /// Sends a note built by [`note`](Self::note).
-    pub fn publish(&self, note: Option<SagaNote>) {
-        if let Some(note) = note {
-            // An error only means the last receiver left meanwhile.
-            let _ = self.outcomes.send(note);
-        }
-    }
-
-    /// How many clients receive the outcomes (open pages).
-    pub fn watchers(&self) -> usize {
-        self.outcomes.receiver_count()
-    }
-}
 
 pub(super) async fn page() -> Html<&'static str> {
     Html(PAGE)
@@ -122,7 +65,7 @@ pub(super) async fn events(
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let feed = Feed {
         notes: state.hop.as_ref().map(|h| h.breaker().subscribe()),
-        outcomes: state.live.outcomes.subscribe(),
+        outcomes: state.live.subscribe(),
         tick,
         queue: VecDeque::new(),
         state,

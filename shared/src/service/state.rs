@@ -5,7 +5,7 @@
 //! failure and belongs to the serving file, which reuses the same error.
 
 use super::finish::Finishing;
-use super::live::Live;
+use super::live::outcomes::Live;
 use super::part::Part;
 use crate::breaker::Breaker;
 use crate::chaos::Chaos;
