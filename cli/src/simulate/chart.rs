@@ -166,6 +166,19 @@ fn legend_box(colour: RGBColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> 
 fn legend_line(colour: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], colour.stroke_width(3))
 }
+/// The series' legend, boxed on white, in one corner: the same on every chart.
+fn series_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    at: SeriesLabelPosition,
+) -> DrawResult<DB> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+}
 
 /// White background and a title band; returns the area below the title.
 fn titled<DB: DrawingBackend>(
@@ -318,13 +331,7 @@ fn draw_run<DB: DrawingBackend>(
         ))?
         .label("availability: completed or fallback (%)")
         .legend(legend_line(AVAILABILITY));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .label_font((FONT, 15))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
+    series_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
 
     // Latency.
     let (lo, hi) = latency_range(
@@ -349,13 +356,7 @@ fn draw_run<DB: DrawingBackend>(
         ))?
         .label("p99 per second")
         .legend(legend_line(P99));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 15))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
+    series_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
 
     // Breaker states: one strip per breaker.
     let mut chart = ChartBuilder::on(&bottom)
@@ -458,13 +459,7 @@ fn draw_matrix<DB: DrawingBackend>(
             .label(label.as_str())
             .legend(legend_line(colour(i)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .label_font((FONT, 15))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
+    series_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
 
     let (lo, hi) = latency_range(
         runs.iter()
@@ -486,13 +481,7 @@ fn draw_matrix<DB: DrawingBackend>(
             .label(format!("p99 {label}"))
             .legend(legend_line(colour(i)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 15))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
+    series_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
 
     // What the sick service felt: calls per second from its caller, retries included.
     if let Some(i) = caller {
@@ -533,13 +522,7 @@ fn draw_matrix<DB: DrawingBackend>(
                 .label(format!("calls {label}"))
                 .legend(legend_line(colour(j)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 15))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()?;
+        series_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     root.present()
 }
