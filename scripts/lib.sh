@@ -409,7 +409,8 @@ redis_args() {
 # `ferretdb` (trust authentication: loopback only, throw-away data). The cluster lives in
 # DIR/data, initialised there unless DIR already holds one; without DIR it is a temporary
 # directory that stop_started removes. Settings are the defaults (fsync on), so what is measured
-# on it is what a real server does. Exports POSTGRES_URL; sets POSTGRES_PID.
+# on it is what a real server does; only its log says more: statements and autovacuum runs that
+# take over a second (what to look for when a run stalls). Exports POSTGRES_URL; sets POSTGRES_PID.
 start_postgres() {
     ensure_postgres || return 1
     postgres_user || return 1
@@ -436,7 +437,8 @@ start_postgres() {
         }
     fi
     start_process postgres "$logfile" INT "${POSTGRES_AS[@]}" "$pg/postgres" -D "$dir/data" \
-        -c listen_addresses=127.0.0.1 -p "$port" -k "$dir"
+        -c listen_addresses=127.0.0.1 -p "$port" -k "$dir" \
+        -c log_min_duration_statement=1000 -c log_autovacuum_min_duration=1000
     POSTGRES_PID=$STARTED_PID
     local deadline=$((SECONDS + 60))
     until "$pg/pg_isready" -q -h 127.0.0.1 -p "$port" -U ferretdb -d postgres; do
