@@ -204,6 +204,21 @@ pub struct SagaRecord {
 }
 
 impl SagaRecord {
+    /// What `service` answers about this record now: the body of `/create`'s and
+    /// `/compensate`'s answers, and of a replay's. Every field comes from the record, so a store
+    /// may keep a saved answer that equals it as "the record's own" and spell it again on read.
+    pub fn answer_body(&self, service: &str) -> serde_json::Value {
+        serde_json::json!({
+            "service": service,
+            "saga_id": self.saga_id,
+            "id": self.id,
+            "count": self.count,
+            "status": self.status.as_str(),
+            "next": self.next,
+            "fallback": self.fallback,
+        })
+    }
+
     /// A freshly accepted record in `pending`, with its first history event.
     pub fn accepted(
         key: String,

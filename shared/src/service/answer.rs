@@ -86,15 +86,7 @@ pub(crate) fn saved_response(
     rec: &SagaRecord,
     status: StatusCode,
 ) -> SavedResponse {
-    let body = serde_json::json!({
-        "service": state.service,
-        "saga_id": rec.saga_id,
-        "id": rec.id,
-        "count": rec.count,
-        "status": rec.status.as_str(),
-        "next": rec.next,
-        "fallback": rec.fallback,
-    });
+    let body = rec.answer_body(state.service);
     SavedResponse {
         status: status.as_u16(),
         body,

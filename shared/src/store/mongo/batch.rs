@@ -52,10 +52,13 @@ pub enum Inserted {
     Taken,
 }
 
+/// Where an insert's outcome goes.
+type Answer = oneshot::Sender<Result<Inserted, StoreError>>;
+
 struct Job {
     queued_at: Instant,
     doc: Document,
-    done: oneshot::Sender<Result<Inserted, StoreError>>,
+    done: Answer,
 }
 
 struct Queue {
@@ -156,7 +159,8 @@ impl Inner {
 
     /// One unordered `insert` command; a taken key answers with the stored document.
     async fn insert_all(&self, jobs: Vec<Job>) {
-        let documents: Vec<Document> = jobs.iter().map(|j| j.doc.clone()).collect();
+        let (documents, waiting): (Vec<Document>, Vec<Answer>) =
+            jobs.into_iter().map(|j| (j.doc, j.done)).unzip();
         let command = doc! {
             "insert": self.records.name(),
             "documents": documents,
@@ -165,19 +169,19 @@ impl Inner {
         };
         let reply = match self.run("insert", command).await {
             Ok(reply) => reply,
-            Err(failed) => return fail_all(jobs, || failed.error()),
+            Err(failed) => return fail_all(waiting, || failed.error()),
         };
         if let Some(e) = write_concern_error(&reply) {
-            return fail_all(jobs, || write_failed(e.clone()));
+            return fail_all(waiting, || write_failed(e.clone()));
         }
         let errors = write_errors(&reply);
-        for (i, job) in jobs.into_iter().enumerate() {
+        for (i, done) in waiting.into_iter().enumerate() {
             let result = match errors.get(&i) {
                 None => Ok(Inserted::New),
                 Some((DUPLICATE_KEY, _)) => Ok(Inserted::Taken),
                 Some((code, text)) => Err(write_failed(format!("write error {code}: {text}"))),
             };
-            let _ = job.done.send(result);
+            let _ = done.send(result);
         }
     }
 
@@ -232,9 +236,9 @@ fn write_failed(text: String) -> StoreError {
     StoreError::Backend(Box::new(Message(text)))
 }
 
-fn fail_all(jobs: Vec<Job>, error: impl Fn() -> StoreError) {
-    for job in jobs {
-        let _ = job.done.send(Err(error()));
+fn fail_all(waiting: Vec<Answer>, error: impl Fn() -> StoreError) {
+    for done in waiting {
+        let _ = done.send(Err(error()));
     }
 }
 

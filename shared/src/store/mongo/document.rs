@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 pub(super) fn to_document(rec: &SagaRecord) -> Result<Document, StoreError> {
-    bson::serialize_to_document(&MongoRecord::from(rec.clone()))
+    bson::serialize_to_document(&MongoRecord::from(rec))
         .map_err(|e| StoreError::Backend(Box::new(e)))
 }
 
@@ -26,7 +26,8 @@ pub(super) fn from_document(document: Document) -> Result<SagaRecord, StoreError
         None => "<no _id>".into(),
     };
     bson::deserialize_from_document::<MongoRecord>(document)
-        .map(SagaRecord::from)
+        .map_err(|e| e.to_string())
+        .and_then(SagaRecord::try_from)
         .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))
 }
 
@@ -44,17 +45,21 @@ struct MongoRecord {
     status: Status,
     #[serde(with = "json_text")]
     body: Json,
-    #[serde(default, with = "json_text::option")]
+    #[serde(
+        default,
+        with = "json_text::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     next: Option<Json>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     fallback: Option<Fallback>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     response: Option<MongoResponse>,
     #[serde(default)]
     history: Vec<MongoEvent>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     attempts: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     redrives: u32,
     #[serde(
         default,
@@ -71,12 +76,44 @@ struct MongoRecord {
     updated_at: DateTime<Utc>,
 }
 
-/// [`SavedResponse`] as stored in MongoDB.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// [`SavedResponse`] as stored in MongoDB. An answer is nearly always the record's own
+/// ([`SagaRecord::answer_body`]: every field of it is a field of the record), so it is stored
+/// as the name of the service that gave it, and spelled again on read; any other body (an
+/// error's, or one saved before the record changed) is stored as it is. This keeps a final
+/// version from carrying the next hop's answer twice, once in `next` and once inside the
+/// answer: on FerretDB a document's size is most of what a write costs.
 #[derive(Serialize, Deserialize)]
 struct MongoResponse {
     status: u16,
-    #[serde(with = "json_text")]
-    body: Json,
+    /// The body, unless it is the record's own.
+    #[serde(
+        default,
+        with = "json_text::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    body: Option<Json>,
+    /// The service whose own answer about the record the body is, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    of: Option<String>,
+}
+
+impl MongoResponse {
+    fn of(rec: &SagaRecord, saved: &SavedResponse) -> Self {
+        let own = saved
+            .body
+            .get("service")
+            .and_then(Json::as_str)
+            .filter(|service| rec.answer_body(service) == saved.body);
+        MongoResponse {
+            status: saved.status,
+            body: own.is_none().then(|| saved.body.clone()),
+            of: own.map(str::to_owned),
+        }
+    }
 }
 
 /// [`HistoryEvent`] as stored in MongoDB.
@@ -90,8 +127,12 @@ struct MongoEvent {
     reason: String,
 }
 
-impl From<SagaRecord> for MongoRecord {
-    fn from(rec: SagaRecord) -> Self {
+impl From<&SagaRecord> for MongoRecord {
+    fn from(rec: &SagaRecord) -> Self {
+        let response = rec
+            .response
+            .as_ref()
+            .map(|saved| MongoResponse::of(rec, saved));
         let SagaRecord {
             saga_id,
             key,
@@ -102,7 +143,7 @@ impl From<SagaRecord> for MongoRecord {
             body,
             next,
             fallback,
-            response,
+            response: _,
             history,
             attempts,
             redrives,
@@ -113,30 +154,32 @@ impl From<SagaRecord> for MongoRecord {
             updated_at,
         } = rec;
         MongoRecord {
-            saga_id,
-            key,
-            fingerprint,
-            id,
-            count,
-            status,
-            body,
-            next,
-            fallback,
-            response: response.map(|SavedResponse { status, body }| MongoResponse { status, body }),
-            history: history.into_iter().map(MongoEvent::from).collect(),
-            attempts,
-            redrives,
-            due_at,
-            leased_by,
-            version,
-            created_at,
-            updated_at,
+            saga_id: *saga_id,
+            key: key.clone(),
+            fingerprint: fingerprint.clone(),
+            id: id.clone(),
+            count: *count,
+            status: *status,
+            body: body.clone(),
+            next: next.clone(),
+            fallback: fallback.clone(),
+            response,
+            history: history.iter().cloned().map(MongoEvent::from).collect(),
+            attempts: *attempts,
+            redrives: *redrives,
+            due_at: *due_at,
+            leased_by: leased_by.clone(),
+            version: *version,
+            created_at: *created_at,
+            updated_at: *updated_at,
         }
     }
 }
 
-impl From<MongoRecord> for SagaRecord {
-    fn from(rec: MongoRecord) -> Self {
+impl TryFrom<MongoRecord> for SagaRecord {
+    type Error = String;
+
+    fn try_from(rec: MongoRecord) -> Result<Self, String> {
         let MongoRecord {
             saga_id,
             key,
@@ -157,7 +200,7 @@ impl From<MongoRecord> for SagaRecord {
             created_at,
             updated_at,
         } = rec;
-        SagaRecord {
+        let mut record = SagaRecord {
             saga_id,
             key,
             fingerprint,
@@ -167,7 +210,7 @@ impl From<MongoRecord> for SagaRecord {
             body,
             next,
             fallback,
-            response: response.map(|MongoResponse { status, body }| SavedResponse { status, body }),
+            response: None,
             history: history.into_iter().map(HistoryEvent::from).collect(),
             attempts,
             redrives,
@@ -176,7 +219,33 @@ impl From<MongoRecord> for SagaRecord {
             version,
             created_at,
             updated_at,
-        }
+        };
+        record.response = match response {
+            None => None,
+            Some(MongoResponse {
+                status,
+                body: Some(body),
+                of: _,
+            }) => Some(SavedResponse { status, body }),
+            Some(MongoResponse {
+                status,
+                body: None,
+                of: Some(service),
+            }) => Some(SavedResponse {
+                status,
+                body: record.answer_body(&service),
+            }),
+            Some(MongoResponse {
+                body: None,
+                of: None,
+                ..
+            }) => {
+                return Err(
+                    "response has neither a body nor the service it is the answer of".into(),
+                )
+            }
+        };
+        Ok(record)
     }
 }
 
@@ -287,5 +356,73 @@ mod json_text {
                 .map(|text| serde_json::from_str(&text).map_err(serde::de::Error::custom))
                 .transpose()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record() -> SagaRecord {
+        let mut rec = SagaRecord::accepted(
+            "k".into(),
+            "f".into(),
+            "1".into(),
+            1,
+            json!({"id": "1", "payment": {"id": "1"}}),
+        );
+        rec.next = Some(json!({"service": "payment", "status": "completed"}));
+        rec.status = Status::Completed;
+        rec
+    }
+
+    #[test]
+    fn the_records_own_answer_is_stored_as_its_services_name_and_read_back_whole() {
+        let mut rec = record();
+        rec.response = Some(SavedResponse {
+            status: 200,
+            body: rec.answer_body("order"),
+        });
+        let doc = to_document(&rec).expect("serialises");
+        let response = doc.get_document("response").expect("a response");
+        assert_eq!(response.get_str("of").ok(), Some("order"));
+        assert!(
+            response.get("body").is_none(),
+            "the body is not stored: {doc}"
+        );
+        for absent in ["fallback", "attempts", "redrives"] {
+            assert!(doc.get(absent).is_none(), "{absent} is empty: {doc}");
+        }
+        assert_eq!(from_document(doc).expect("reads back"), rec);
+    }
+
+    #[test]
+    fn any_other_answer_is_stored_as_it_is() {
+        let mut rec = record();
+        // An answer saved before the record moved on is not the record's own any more.
+        let mut body = rec.answer_body("order");
+        rec.response = Some(SavedResponse { status: 200, body });
+        rec.status = Status::Compensated;
+        let doc = to_document(&rec).expect("serialises");
+        let response = doc.get_document("response").expect("a response");
+        assert!(response.get("of").is_none(), "{doc}");
+        assert!(response.get_str("body").is_ok(), "{doc}");
+        assert_eq!(from_document(doc).expect("reads back"), rec);
+
+        body = json!({"error": "conflict", "service": "order"});
+        rec.response = Some(SavedResponse { status: 409, body });
+        assert_eq!(
+            from_document(to_document(&rec).expect("serialises")).expect("reads back"),
+            rec
+        );
+    }
+
+    #[test]
+    fn a_response_with_neither_body_nor_service_is_corrupt() {
+        let rec = record();
+        let mut doc = to_document(&rec).expect("serialises");
+        doc.insert("response", bson::doc! { "status": 200 });
+        assert!(matches!(from_document(doc), Err(StoreError::Corrupt(_))));
     }
 }
