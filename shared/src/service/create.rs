@@ -28,6 +28,7 @@ use axum::Json;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The body of every `/create` answer.
 #[derive(Serialize)]
@@ -95,6 +96,27 @@ pub(super) async fn create<P: Part>(
         return Ok(Json(body).into_response());
     }
 
+    // From here the request runs in a task of its own, so a caller who hangs up does not
+    // cancel it half-way: once its record is stored, the forward, the final write and the next
+    // hop's work all finish now, instead of the re-driver taking the record up after its
+    // deadline (reads, a re-forward and the next hop's replay: on FerretDB each read is a scan).
+    let flow = accept(state, deadline, part, canonical, key, count, started).in_current_span();
+    tokio::spawn(flow)
+        .await
+        .map_err(|e| ApiError::Internal(format!("the request's task ended early: {e}")))?
+}
+
+/// Stores the accepted record (or finds the one stored under the same key) and carries on.
+async fn accept<P: Part>(
+    state: Arc<AppState>,
+    deadline: tokio::time::Instant,
+    part: P,
+    canonical: serde_json::Value,
+    key: Option<String>,
+    count: u32,
+    started: tokio::time::Instant,
+) -> Result<Response, ApiError> {
+    let span = tracing::Span::current();
     let forward = part.forward();
     // One roll per request, made before the insert: an injected failure still comes after the
     // record is stored, as in the original.

@@ -206,3 +206,70 @@ async fn stopping_the_service_waits_for_its_final_writes() {
     );
     s.stop().await;
 }
+
+/// A caller who hangs up mid-request does not cancel the request: once its record is stored,
+/// the forward and the final write run to their end. The re-driver is kept out of it (it polls
+/// once a minute here), so the only way the record can finish is the request's own work; on the
+/// old code the dropped handler left it `pending` for the re-driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_hangs_up_does_not_stop_its_request() {
+    let s = TestStack::embedded(
+        &[
+            ("CHAOS_ENABLED", "true"),
+            ("BREAKER_TIMEOUT_MS", "3000"),
+            ("SAGA_POLL_MS", "60000"),
+        ],
+        &[],
+    )
+    .await;
+    let slow = s
+        .http
+        .put(format!("{}/chaos", s.url(Svc::Shipment)))
+        .header("content-type", "application/json")
+        .body(json!({ "latency_ms": 500 }).to_string())
+        .send()
+        .await
+        .expect("PUT /chaos");
+    assert_eq!(slow.status(), 200);
+
+    let hung_up = s
+        .http
+        .post(format!("{}/create", s.url(Svc::Order)))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "hangs-up")
+        .timeout(Duration::from_millis(150))
+        .body(testkit::seed().to_string())
+        .send()
+        .await;
+    assert!(
+        hung_up.as_ref().is_err_and(|e| e.is_timeout()),
+        "the caller gave up before the answer: {hung_up:?}"
+    );
+
+    let order = s.store(Svc::Order);
+    let rec = testkit::eventually(
+        "order's record completed after its caller hung up",
+        Duration::from_secs(10),
+        || {
+            let order = order.clone();
+            async move {
+                order
+                    .get_by_key("hangs-up")
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|r| r.status == Status::Completed)
+            }
+        },
+    )
+    .await;
+    assert_eq!(rec.redrives, 0, "finished by the request, not re-driven");
+    assert_eq!(
+        rec.response
+            .as_ref()
+            .map(|r| r.body["next"]["status"].clone()),
+        Some(json!("completed")),
+        "{rec:?}"
+    );
+    s.stop().await;
+}
