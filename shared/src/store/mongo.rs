@@ -268,8 +268,11 @@ impl MongoStore {
     fn note_version(&self, rec: &SagaRecord, v: u64) {
         let at = rec.due_at.filter(|_| !rec.status.is_terminal());
         self.schedule.set(&rec.key, at);
-        self.known
-            .set(&rec.key, (!rec.status.is_terminal()).then_some(v));
+        if rec.status.is_terminal() {
+            self.known.forget(&rec.key);
+        } else {
+            self.known.set(rec, v);
+        }
     }
 
     async fn insert_record(&self, rec: &SagaRecord) -> Result<Inserted, StoreError> {
@@ -313,7 +316,11 @@ impl MongoStore {
                 self.note_version(rec, next);
                 Ok(true)
             }
-            batch::Inserted::Taken => Ok(false),
+            batch::Inserted::Taken => {
+                // Someone else moved it on: what this process remembers is stale.
+                self.known.forget(&rec.key);
+                Ok(false)
+            }
         }
     }
 
@@ -412,6 +419,10 @@ impl MongoStore {
         }
         self.ready().await?;
         let reads = keys.iter().map(|key| async move {
+            // A record this process stored last needs no read (see `Known`).
+            if let Some(rec) = self.known.record(key) {
+                return Ok((key.clone(), Some(rec)));
+            }
             match self.latest(key).await {
                 Ok(rec) => Ok((key.clone(), rec)),
                 // One undecodable record must not stop the re-driver for all the others.

@@ -229,27 +229,22 @@ async fn a_quiet_re_driver_poll_sends_nothing() {
     }
     assert_eq!(wire.total(), before, "nothing due: no command");
 
-    // Due now: one read by _id finds it.
-    rec.due_at = Some(Utc::now() - TimeDelta::seconds(1));
+    // Due now: this process stored it last, so the re-driver takes it up from memory.
     rec.note(Status::Degraded, "forward", "timeout");
     rec.due_at = Some(Utc::now() - TimeDelta::seconds(1));
     assert!(store.replace(&rec, 0).await.expect("replace"));
     let before = wire.total();
-    let finds_before = wire.count("find");
     let due = store.list_due(Utc::now(), 64).await.expect("poll");
     assert_eq!(
-        due.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
-        ["later"]
+        due.iter()
+            .map(|r| (r.key.as_str(), r.version))
+            .collect::<Vec<_>>(),
+        [("later", 1)]
     );
-    let finds = wire.total() - before;
     assert_eq!(
-        finds,
-        wire.count("find") - finds_before,
-        "reads only (finds by _id)"
-    );
-    assert!(
-        (2..=3).contains(&finds),
-        "{finds} finds: the first version, then each next _id until one is missing"
+        wire.total(),
+        before,
+        "what this process stored last is not read back"
     );
 
     // Finished: due for nothing, and the poll is quiet again.
@@ -264,6 +259,55 @@ async fn a_quiet_re_driver_poll_sends_nothing() {
         .expect("poll")
         .is_empty());
     assert_eq!(wire.total(), before);
+    let _ = db.drop().await;
+}
+
+/// Memory is trusted only until a write says otherwise: a record another process moved on is
+/// refused to this one's stale write, forgotten, and read from the database at the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_moved_on_elsewhere_is_read_again_after_the_stale_write_is_refused() {
+    let Some((mine, wire, db)) = counted_store("moved_elsewhere").await else {
+        eprintln!("skipped: no MongoDB");
+        return;
+    };
+    let _ = mine.list_due(Utc::now(), 64).await.expect("first poll");
+    let mut rec = record("shared");
+    rec.due_at = Some(Utc::now() - TimeDelta::seconds(1));
+    assert_eq!(mine.insert(&rec).await.expect("insert"), Inserted::New);
+
+    // Another replica takes it up and moves it on (version 1, still due).
+    let client = db.client().clone();
+    let other = MongoStore::with_client(client, db.name(), "records", OP_TIMEOUT);
+    let mut theirs = rec.clone();
+    theirs.note(Status::Degraded, "redrive", "timeout");
+    theirs.attempts = 7;
+    assert!(other.replace(&theirs, 0).await.expect("their write"));
+
+    // This process still remembers version 0 and acts on it: refused.
+    let remembered = mine.list_due(Utc::now(), 64).await.expect("poll");
+    assert_eq!(
+        remembered.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [0]
+    );
+    let mut stale = remembered[0].clone();
+    stale
+        .transition(Status::Completed, "redrive", "")
+        .expect("pending may complete");
+    assert!(
+        !mine.replace(&stale, 0).await.expect("stale write"),
+        "version 1 is taken"
+    );
+
+    // Forgotten: the next poll reads what is stored.
+    let finds = wire.count("find");
+    let due = mine.list_due(Utc::now(), 64).await.expect("poll");
+    assert_eq!(
+        due.iter()
+            .map(|r| (r.version, r.attempts))
+            .collect::<Vec<_>>(),
+        [(1, 7)]
+    );
+    assert!(wire.count("find") > finds, "read from the database");
     let _ = db.drop().await;
 }
 

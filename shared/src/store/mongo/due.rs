@@ -8,7 +8,8 @@
 //! rescheduled or dropped by what is stored, not by what was remembered).
 //!
 //! [`Known`] keeps, beside it, the newest version of each unfinished record this process has
-//! seen stored, so that a request's own compare-and-swap needs no read first.
+//! seen stored, so that a request's own compare-and-swap needs no read first, and a due record
+//! this process stored last is taken up without reading it back.
 //!
 //! What memory can't know is work left by *another* process: records of a service that was
 //! killed before it finished them, or of another replica. Those are read from the database by a
@@ -16,6 +17,7 @@
 //! one stopped) and then every [`SWEEP_EVERY`]: the only whole-collection reads left, once per
 //! start and once per sweep period rather than on every poll.
 
+use crate::saga::SagaRecord;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -93,42 +95,59 @@ impl Schedule {
     }
 }
 
-/// The newest version this process has seen stored, per key of a record that is not finished:
+/// The newest version this process has seen stored of each record that is not finished, whole:
 /// what lets a request's own compare-and-swap skip the read that proves the version it read
-/// exists. Bounded: past [`Known::LIMIT`] keys it forgets them all (they are then read).
+/// exists, and the re-driver take up a record this process wrote without reading it back (on
+/// FerretDB every read is a scan of the collection). Trusting it is safe because every write
+/// is a compare-and-swap: if another process moved the record on, the write finds its `_id`
+/// taken, the entry is forgotten, and the next attempt reads what is stored.
+///
+/// Bounded: past [`Known::LIMIT`] records it forgets them all (they are then read).
 #[derive(Default)]
 pub struct Known {
-    versions: Mutex<HashMap<String, u64>>,
+    records: Mutex<HashMap<String, SagaRecord>>,
 }
 
 impl Known {
-    pub const LIMIT: usize = 100_000;
+    /// A pending record is a few KB in memory: at most some tens of MB in all.
+    pub const LIMIT: usize = 10_000;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.versions.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SagaRecord>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Notes that version `v` of `key` is stored (`None`: forget the key).
-    pub fn set(&self, key: &str, v: Option<u64>) {
-        let mut versions = self.lock();
-        match v {
-            Some(v) => {
-                if versions.len() >= Self::LIMIT {
-                    versions.clear();
-                }
-                let newest = versions.entry(key.to_owned()).or_insert(v);
-                *newest = (*newest).max(v);
-            }
-            None => {
-                versions.remove(key);
-            }
+    /// Notes that `rec` is stored as version `v` (an older version than one already noted is
+    /// ignored).
+    pub fn set(&self, rec: &SagaRecord, v: u64) {
+        let mut records = self.lock();
+        if records
+            .get(&rec.key)
+            .is_some_and(|known| known.version >= v)
+        {
+            return;
         }
+        if records.len() >= Self::LIMIT && !records.contains_key(&rec.key) {
+            records.clear();
+        }
+        let mut rec = rec.clone();
+        rec.version = v;
+        records.insert(rec.key.clone(), rec);
+    }
+
+    /// Forgets `key` (finished, or moved on by someone else).
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
     }
 
     /// Whether version `v` of `key` is known to be stored and the newest (a caller naming an
     /// older one is stale, and is checked by reading).
     pub fn is(&self, key: &str, v: u64) -> bool {
-        self.lock().get(key) == Some(&v)
+        self.lock().get(key).is_some_and(|rec| rec.version == v)
+    }
+
+    /// The newest version of `key` this process stored or read, if it is not finished.
+    pub fn record(&self, key: &str) -> Option<SagaRecord> {
+        self.lock().get(key).cloned()
     }
 }
 
@@ -156,20 +175,25 @@ mod tests {
     }
 
     #[test]
-    fn known_versions_are_the_newest_seen_and_forgotten_when_finished() {
+    fn known_records_are_the_newest_seen_and_forgotten_when_finished() {
         let k = Known::default();
-        assert!(!k.is("a", 0));
-        k.set("a", Some(0));
+        let rec =
+            SagaRecord::accepted("a".into(), "f".into(), "1".into(), 1, serde_json::json!({}));
+        assert!(!k.is("a", 0) && k.record("a").is_none());
+        k.set(&rec, 0);
         assert!(k.is("a", 0));
-        k.set("a", Some(2));
+        let mut moved = rec.clone();
+        moved.attempts = 1;
+        k.set(&moved, 2);
         assert!(k.is("a", 2) && !k.is("a", 1) && !k.is("a", 3));
-        k.set("a", Some(1));
+        assert_eq!(k.record("a").map(|r| (r.version, r.attempts)), Some((2, 1)));
+        k.set(&rec, 1);
         assert!(
             k.is("a", 2),
             "an older version seen later does not move it back"
         );
-        k.set("a", None);
-        assert!(!k.is("a", 0));
+        k.forget("a");
+        assert!(!k.is("a", 0) && k.record("a").is_none());
     }
 
     #[tokio::test(start_paused = true)]
