@@ -63,6 +63,10 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the stored record with `rec` (same `saga_id`) if the stored `version` is still
     /// `expected_version`; the stored copy gets `version = expected_version + 1`, and so does
     /// nothing else. Returns `false` (and writes nothing) when someone else wrote first.
+    ///
+    /// What was fixed when the request was accepted (key, saga id, fingerprint, `id`, `count`,
+    /// `body`, `created_at`) is the record's identity and never changes: a store may keep the
+    /// inserted values and write only the rest (the MongoDB store's later versions do).
     fn replace<'a>(
         &'a self,
         rec: &'a SagaRecord,

@@ -16,8 +16,10 @@
 //!   scans it for every filter on PostgreSQL (its `_id` index serves `=`, its filters use `@>`).
 //!   Inserts are the one write FerretDB does without a scan, in one SQL transaction per command.
 //!   The record is its newest version; the older ones stay, an audit trail of every state it
-//!   was in. Reading a record by key reads its first version and then each next `_id` until
-//!   one is missing (lone-`_id` reads, which every server answers from its index).
+//!   was in. A later version leaves out what was fixed when the request was accepted (the
+//!   request's body, fingerprint, id, count and creation time): its first version holds them.
+//!   Reading a record by key reads its first version and then each next `_id` until one is
+//!   missing (lone-`_id` reads, which every server answers from its index).
 //! - **Start without the database.** [`MongoStore::connect`] only parses the URI and builds a
 //!   [`Client`], which connects lazily; the service starts and reports not-ready instead of
 //!   crash-looping. Server-selection and connect timeouts come from the caller's `op_timeout`, so
@@ -43,7 +45,7 @@ use super::{Inserted, Store, StoreError};
 use crate::saga::{SagaId, SagaRecord, Status};
 use batch::Writer;
 use chrono::{DateTime, Utc};
-use document::{from_document, to_document};
+use document::{decode, to_document, to_later_document, Stored};
 use due::{Known, Schedule};
 use errors::{bounded_raw, classify, is_namespace_not_found, to_i64, VersionOverflow};
 use futures::future::BoxFuture;
@@ -51,6 +53,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Document};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
+use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
@@ -246,10 +249,13 @@ impl MongoStore {
             .is_ok_and(|v| v.starts_with("v1.")))
     }
 
-    async fn find_one(&self, filter: Document) -> Result<Option<SagaRecord>, StoreError> {
+    /// The document stored under `_id: id`, decoded.
+    async fn find_id(&self, id: String) -> Result<Option<Stored>, StoreError> {
         self.ready().await?;
-        let found = self.bounded("find", self.records.find_one(filter)).await?;
-        found.map(from_document).transpose()
+        let found = self
+            .bounded("find", self.records.find_one(doc! { "_id": id }))
+            .await?;
+        found.map(decode).transpose()
     }
 
     async fn find_many(&self, filter: Document) -> Result<Vec<Document>, StoreError> {
@@ -302,7 +308,7 @@ impl MongoStore {
         let next = expected
             .checked_add(1)
             .ok_or(StoreError::Backend(Box::new(VersionOverflow)))?;
-        let mut doc = to_document(rec)?;
+        let mut doc = to_later_document(rec)?;
         doc.insert("version", to_i64(next)?);
         // Version `expected` must exist for `expected + 1` to follow it. This process knows
         // the versions it wrote or read itself (a request's own record, on the happy path);
@@ -326,28 +332,27 @@ impl MongoStore {
 
     /// Whether version `v` of the record under `key` is stored.
     async fn has_version(&self, key: &str, v: u64) -> Result<bool, StoreError> {
-        if self
-            .find_one(doc! { "_id": version_id(key, v) })
-            .await?
-            .is_some()
-        {
+        if self.find_id(version_id(key, v)).await?.is_some() {
             return Ok(true);
         }
-        let first = self.find_one(doc! { "_id": key }).await?;
-        Ok(first.is_some_and(|rec| rec.version == v))
+        let first = self.find_id(key.to_owned()).await?;
+        Ok(first.is_some_and(|stored| stored.version() == v))
     }
 
     /// The newest version of the record under `key`: its first version, then each next `_id`
-    /// until one is missing.
+    /// until one is missing (a later version takes the accepted fields from the first).
     async fn latest(&self, key: &str) -> Result<Option<SagaRecord>, StoreError> {
-        let Some(mut rec) = self.find_one(doc! { "_id": key }).await? else {
+        let Some(first) = self.find_id(key.to_owned()).await? else {
             return Ok(None);
         };
+        let first = first.into_record(None)?;
+        let mut rec = None;
         loop {
-            let next = rec.version.saturating_add(1);
-            match self.find_one(doc! { "_id": version_id(key, next) }).await? {
-                Some(newer) => rec = newer,
-                None => return Ok(Some(rec)),
+            let newest = rec.as_ref().unwrap_or(&first);
+            let next = newest.version.saturating_add(1);
+            match self.find_id(version_id(key, next)).await? {
+                Some(newer) => rec = Some(newer.into_record(Some(&first))?),
+                None => return Ok(Some(rec.unwrap_or(first))),
             }
         }
     }
@@ -367,22 +372,39 @@ impl MongoStore {
         Ok(found.into_iter().next())
     }
 
-    /// The records `filter` matches, newest version each, decoded from one read.
+    /// The records `filter` matches, newest version each, decoded from one read (plus a read
+    /// of the first version of a record whose first version the filter did not match).
     async fn all_records(&self, filter: Document) -> Result<Vec<SagaRecord>, StoreError> {
         self.ready().await?;
         let docs = self.find_many(filter).await?;
-        let mut newest: std::collections::HashMap<String, SagaRecord> =
-            std::collections::HashMap::new();
+        let mut firsts: HashMap<String, SagaRecord> = HashMap::new();
+        let mut later: HashMap<String, Stored> = HashMap::new();
         for doc in docs {
-            let rec = from_document(doc)?;
-            match newest.get(&rec.key) {
-                Some(n) if n.version >= rec.version => {}
+            let stored = decode(doc)?;
+            if stored.is_first() {
+                firsts.insert(stored.key().to_owned(), stored.into_record(None)?);
+                continue;
+            }
+            match later.get(stored.key()) {
+                Some(newer) if newer.version() >= stored.version() => {}
                 _ => {
-                    newest.insert(rec.key.clone(), rec);
+                    later.insert(stored.key().to_owned(), stored);
                 }
             }
         }
-        Ok(newest.into_values().collect())
+        let mut records = Vec::with_capacity(firsts.len().max(later.len()));
+        for (key, stored) in later {
+            let first = match firsts.remove(&key) {
+                Some(first) => first,
+                None => match self.find_id(key.clone()).await? {
+                    Some(first) => first.into_record(None)?,
+                    None => return Err(StoreError::Backend(Box::new(Missing(key)))),
+                },
+            };
+            records.push(stored.into_record(Some(&first))?);
+        }
+        records.extend(firsts.into_values());
+        Ok(records)
     }
 
     async fn list(&self, statuses: &[Status], limit: usize) -> Result<Vec<SagaRecord>, StoreError> {
@@ -449,19 +471,32 @@ impl MongoStore {
         Ok(due)
     }
 
-    /// Reads every record version with a `due_at` into the schedule (an older version's
-    /// `due_at` is corrected by the next poll, which reads the newest).
+    /// Reads every record version with a `due_at` into the schedule, the newest seen of each
+    /// record winning (an older version's `due_at` is corrected by the next poll, which reads
+    /// the newest).
     async fn sweep(&self) -> Result<(), StoreError> {
         self.ready().await?;
         let epoch = bson::DateTime::from_millis(0);
         let docs = self.find_many(doc! { "due_at": { "$gte": epoch } }).await?;
+        let mut newest: HashMap<String, (u64, Option<DateTime<Utc>>)> = HashMap::new();
         for doc in docs {
-            match from_document(doc) {
-                Ok(rec) => self.note(&rec),
+            match decode(doc) {
+                Ok(stored) => {
+                    let seen = (stored.version(), stored.due_at());
+                    match newest.get(stored.key()) {
+                        Some((v, _)) if *v >= seen.0 => {}
+                        _ => {
+                            newest.insert(stored.key().to_owned(), seen);
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "a record with work left can't be read; skipped")
                 }
             }
+        }
+        for (key, (_, due)) in newest {
+            self.schedule.set(&key, due);
         }
         Ok(())
     }

@@ -239,12 +239,12 @@ async fn saga_verify_passes_on_completed_chains_and_flags_a_lost_order() {
         .await
         .expect("find an order")
         .expect("an order is stored");
-    let key = one
-        .get_str("key")
-        .expect("a stored order has its key")
+    let saga_id = one
+        .get_str("saga_id")
+        .expect("a stored order has its saga id")
         .to_owned();
     orders
-        .delete_many(mongodb::bson::doc! { "key": key })
+        .delete_many(mongodb::bson::doc! { "saga_id": saga_id })
         .await
         .expect("delete one order");
     assert!(!saga::verify::run(args)

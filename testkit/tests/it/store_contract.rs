@@ -569,10 +569,14 @@ mod behaviour {
             store.get(&rec.saga_id).await.expect("get"),
             Some(stored_form(&rec))
         );
-        rec.body = serde_json::json!({"x.y": {"$z": u64::MAX}});
+        // A later version carries what moves (the body is fixed at acceptance).
+        rec.next = Some(serde_json::json!({"x.y": {"$z": u64::MAX}}));
         assert!(store.replace(&rec, rec.version).await.expect("replace"));
         let stored = store.get(&rec.saga_id).await.expect("get");
-        assert_eq!(stored.map(|r| r.body), Some(rec.body));
+        assert_eq!(
+            stored.map(|r| (r.body, r.next)),
+            Some((stored_form(&rec).body, rec.next))
+        );
     }
 
     pub async fn insert_with_existing_key_returns_the_stored_record_and_writes_nothing(

@@ -3,7 +3,9 @@
 //! Kept apart from the store's logic because it answers a different question ("what is on
 //! disk", not "which commands run"). `MongoRecord` mirrors [`SagaRecord`] field for field and is
 //! converted by exhaustive destructuring, so a field added to the record fails to compile here
-//! until it is mapped. Timestamps become BSON dates (so they sort by time), and client JSON
+//! until it is mapped. What a document leaves out, to be small (on FerretDB its size is most of
+//! what a write costs): the key (its `_id` holds it), empty fields, the saved answer when it is
+//! the record's own, and in a version after the first the fields fixed at acceptance. Timestamps become BSON dates (so they sort by time), and client JSON
 //! (`body`, `next`, `response.body`) is stored as JSON text, because not every JSON value is a
 //! valid BSON document on every server (see the store's module docs).
 
@@ -14,37 +16,135 @@ use mongodb::bson::{self, Bson, Document};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+/// `rec` as a whole document: every field (the record's first version).
 pub(super) fn to_document(rec: &SagaRecord) -> Result<Document, StoreError> {
     bson::serialize_to_document(&MongoRecord::from(rec))
         .map_err(|e| StoreError::Backend(Box::new(e)))
 }
 
+/// `rec` as a version after its first: without the fields fixed when the request was accepted
+/// (`fingerprint`, `id`, `count`, `body`, `created_at`), which its first version holds.
+pub(super) fn to_later_document(rec: &SagaRecord) -> Result<Document, StoreError> {
+    let mut later = MongoRecord::from(rec);
+    later.fingerprint = None;
+    later.id = None;
+    later.count = None;
+    later.body = None;
+    later.created_at = None;
+    bson::serialize_to_document(&later).map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+/// A whole document (a first version, or any version written before later versions left the
+/// accepted fields out) as its record.
+#[cfg(test)]
 pub(super) fn from_document(document: Document) -> Result<SagaRecord, StoreError> {
-    let id = match document.get("saga_id").or_else(|| document.get("_id")) {
+    decode(document)?.into_record(None)
+}
+
+/// Decodes a stored document; [`Stored::into_record`] makes it a record.
+pub(super) fn decode(document: Document) -> Result<Stored, StoreError> {
+    let name = match document.get("saga_id").or_else(|| document.get("_id")) {
         Some(Bson::String(id)) => id.clone(),
         Some(other) => other.to_string(),
         None => "<no _id>".into(),
     };
-    bson::deserialize_from_document::<MongoRecord>(document)
-        .map_err(|e| e.to_string())
-        .and_then(SagaRecord::try_from)
-        .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))
+    let corrupt = |e: String| StoreError::Corrupt(format!("record {name}: {e}"));
+    let first = document.get_bool(super::FIRST).unwrap_or(false);
+    // The key is the first version's `_id`, and the part of a later one's before its space.
+    let from_id = document
+        .get_str("_id")
+        .map(|id| match id.rsplit_once(' ') {
+            Some((key, _)) if !first => key.to_owned(),
+            _ => id.to_owned(),
+        })
+        .ok();
+    let mut rec = bson::deserialize_from_document::<MongoRecord>(document)
+        .map_err(|e| corrupt(e.to_string()))?;
+    // Documents written before the key was left out carry it themselves.
+    let key = rec
+        .key
+        .take()
+        .or(from_id)
+        .ok_or_else(|| corrupt("no key and no string _id".into()))?;
+    Ok(Stored {
+        key,
+        name,
+        first,
+        rec,
+    })
 }
 
-/// [`SagaRecord`] as stored in MongoDB: the same fields, with BSON dates.
+/// One stored document, decoded: a whole record, or a version after the first that needs its
+/// first version's accepted fields.
+pub(super) struct Stored {
+    key: String,
+    name: String,
+    /// The version the record was inserted at (marked `first: true`).
+    first: bool,
+    rec: MongoRecord,
+}
+
+impl Stored {
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(super) fn version(&self) -> u64 {
+        self.rec.version
+    }
+
+    /// When the re-driver should take the record up, if this is its newest version.
+    pub(super) fn due_at(&self) -> Option<DateTime<Utc>> {
+        self.rec.due_at.filter(|_| !self.rec.status.is_terminal())
+    }
+
+    /// Whether it is the version the record was inserted at, which holds every field.
+    pub(super) fn is_first(&self) -> bool {
+        self.first
+    }
+
+    /// The record this document is a version of, the fields it leaves out taken from `first`
+    /// (the same record's first version).
+    pub(super) fn into_record(self, first: Option<&SagaRecord>) -> Result<SagaRecord, StoreError> {
+        let Stored {
+            key, name, mut rec, ..
+        } = self;
+        if let Some(first) = first {
+            rec.fingerprint
+                .get_or_insert_with(|| first.fingerprint.clone());
+            rec.id.get_or_insert_with(|| first.id.clone());
+            rec.count.get_or_insert(first.count);
+            rec.body.get_or_insert_with(|| first.body.clone());
+            rec.created_at.get_or_insert(first.created_at);
+        }
+        rec.into_record(key)
+            .map_err(|e| StoreError::Corrupt(format!("record {name}: {e}")))
+    }
+}
+
+/// [`SagaRecord`] as stored in MongoDB: the same fields, with BSON dates. The fields fixed when
+/// the request was accepted are optional: a version after the first leaves them out.
 #[derive(Serialize, Deserialize)]
 struct MongoRecord {
-    /// The idempotency key. The document's `_id` is not part of the record: it is the key for
-    /// the version a record was inserted at, and `"<key> <version>"` for each later version
-    /// (see the store's module docs).
-    key: String,
+    /// The idempotency key: not stored, since the document's `_id` holds it (the key itself for
+    /// the version a record was inserted at, `"<key> <version>"` for each later version; see
+    /// the store's module docs). Read from documents written before it was left out.
+    #[serde(default, skip_serializing)]
+    key: Option<String>,
     saga_id: SagaId,
-    fingerprint: String,
-    id: String,
-    count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    count: Option<u32>,
     status: Status,
-    #[serde(with = "json_text")]
-    body: Json,
+    #[serde(
+        default,
+        with = "json_text::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    body: Option<Json>,
     #[serde(
         default,
         with = "json_text::option",
@@ -70,8 +170,12 @@ struct MongoRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     leased_by: Option<String>,
     version: u64,
-    #[serde(with = "bson_date")]
-    created_at: DateTime<Utc>,
+    #[serde(
+        default,
+        with = "bson_date::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    created_at: Option<DateTime<Utc>>,
     #[serde(with = "bson_date")]
     updated_at: DateTime<Utc>,
 }
@@ -153,14 +257,15 @@ impl From<&SagaRecord> for MongoRecord {
             created_at,
             updated_at,
         } = rec;
+        let _ = key; // in the document's `_id`
         MongoRecord {
             saga_id: *saga_id,
-            key: key.clone(),
-            fingerprint: fingerprint.clone(),
-            id: id.clone(),
-            count: *count,
+            key: None,
+            fingerprint: Some(fingerprint.clone()),
+            id: Some(id.clone()),
+            count: Some(*count),
             status: *status,
-            body: body.clone(),
+            body: Some(body.clone()),
             next: next.clone(),
             fallback: fallback.clone(),
             response,
@@ -170,19 +275,19 @@ impl From<&SagaRecord> for MongoRecord {
             due_at: *due_at,
             leased_by: leased_by.clone(),
             version: *version,
-            created_at: *created_at,
+            created_at: Some(*created_at),
             updated_at: *updated_at,
         }
     }
 }
 
-impl TryFrom<MongoRecord> for SagaRecord {
-    type Error = String;
-
-    fn try_from(rec: MongoRecord) -> Result<Self, String> {
+impl MongoRecord {
+    /// The record under `key`; fails on an accepted field still missing (a later version read
+    /// without its first).
+    fn into_record(self, key: String) -> Result<SagaRecord, String> {
         let MongoRecord {
             saga_id,
-            key,
+            key: _,
             fingerprint,
             id,
             count,
@@ -199,7 +304,15 @@ impl TryFrom<MongoRecord> for SagaRecord {
             version,
             created_at,
             updated_at,
-        } = rec;
+        } = self;
+        let missing = |field: &str| {
+            format!("version {version} has no {field} (and no first version was read)")
+        };
+        let fingerprint = fingerprint.ok_or_else(|| missing("fingerprint"))?;
+        let id = id.ok_or_else(|| missing("id"))?;
+        let count = count.ok_or_else(|| missing("count"))?;
+        let body = body.ok_or_else(|| missing("body"))?;
+        let created_at = created_at.ok_or_else(|| missing("created_at"))?;
         let mut record = SagaRecord {
             saga_id,
             key,
@@ -328,16 +441,11 @@ mod bson_date {
 
 /// A JSON value ⇄ its JSON text (see the module docs for why).
 mod json_text {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::Serializer;
     use serde_json::Value;
 
     pub fn serialize<S: Serializer>(value: &Value, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&value.to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-        let text = String::deserialize(d)?;
-        serde_json::from_str(&text).map_err(serde::de::Error::custom)
     }
 
     pub mod option {
@@ -364,6 +472,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// `rec` as its first version's document, `_id` and all.
+    fn whole(rec: &SagaRecord) -> Document {
+        let mut doc = to_document(rec).expect("serialises");
+        doc.insert("_id", rec.key.clone());
+        doc.insert(crate::store::mongo::FIRST, true);
+        doc
+    }
+
     fn record() -> SagaRecord {
         let mut rec = SagaRecord::accepted(
             "k".into(),
@@ -384,7 +500,7 @@ mod tests {
             status: 200,
             body: rec.answer_body("order"),
         });
-        let doc = to_document(&rec).expect("serialises");
+        let doc = whole(&rec);
         let response = doc.get_document("response").expect("a response");
         assert_eq!(response.get_str("of").ok(), Some("order"));
         assert!(
@@ -404,7 +520,7 @@ mod tests {
         let mut body = rec.answer_body("order");
         rec.response = Some(SavedResponse { status: 200, body });
         rec.status = Status::Compensated;
-        let doc = to_document(&rec).expect("serialises");
+        let doc = whole(&rec);
         let response = doc.get_document("response").expect("a response");
         assert!(response.get("of").is_none(), "{doc}");
         assert!(response.get_str("body").is_ok(), "{doc}");
@@ -412,16 +528,56 @@ mod tests {
 
         body = json!({"error": "conflict", "service": "order"});
         rec.response = Some(SavedResponse { status: 409, body });
+        assert_eq!(from_document(whole(&rec)).expect("reads back"), rec);
+    }
+
+    #[test]
+    fn a_later_version_leaves_the_accepted_fields_to_the_first() {
+        let first = record();
+        let doc = whole(&first);
+        assert!(doc.get("key").is_none(), "the key is the _id: {doc}");
+        let first_back = decode(doc).expect("decodes");
+        assert!(first_back.is_first());
+        let first_back = first_back.into_record(None).expect("whole");
+        assert_eq!(first_back, first);
+
+        let mut next = first.clone();
+        next.version = 1;
+        next.status = Status::Compensating;
+        next.attempts = 2;
+        let mut doc = to_later_document(&next).expect("serialises");
+        for absent in ["key", "body", "fingerprint", "id", "count", "created_at"] {
+            assert!(doc.get(absent).is_none(), "{absent} is left out: {doc}");
+        }
+        doc.insert("_id", "k 1");
+        let later = decode(doc).expect("decodes");
         assert_eq!(
-            from_document(to_document(&rec).expect("serialises")).expect("reads back"),
-            rec
+            (later.key(), later.version(), later.is_first()),
+            ("k", 1, false)
         );
+        assert!(
+            matches!(
+                decode(
+                    to_later_document(&next)
+                        .map(|mut d| {
+                            d.insert("_id", "k 1");
+                            d
+                        })
+                        .expect("serialises")
+                )
+                .expect("decodes")
+                .into_record(None),
+                Err(StoreError::Corrupt(_))
+            ),
+            "alone, a later version is not a record"
+        );
+        assert_eq!(later.into_record(Some(&first)).expect("completed"), next);
     }
 
     #[test]
     fn a_response_with_neither_body_nor_service_is_corrupt() {
         let rec = record();
-        let mut doc = to_document(&rec).expect("serialises");
+        let mut doc = whole(&rec);
         doc.insert("response", bson::doc! { "status": 200 });
         assert!(matches!(from_document(doc), Err(StoreError::Corrupt(_))));
     }
