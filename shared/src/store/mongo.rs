@@ -440,6 +440,10 @@ impl MongoStore {
             return Ok(Vec::new());
         }
         self.ready().await?;
+        // Records taken up from memory are not read, so ask the server whether it is there
+        // (one `ping`, no scan): a re-driver must pause while the database is away, not call
+        // the next hop with work it can't record.
+        self.ping_server().await?;
         let reads = keys.iter().map(|key| async move {
             // A record this process stored last needs no read (see `Known`).
             if let Some(rec) = self.known.record(key) {
