@@ -4,7 +4,7 @@
 //! `DATA_DIR` and a process can hold all three stores open. Three tables:
 //!
 //! - `records`: saga id → the record as JSON,
-//! - `keys`: idempotency key → saga id (what the unique index on `key` is in MongoDB),
+//! - `keys`: idempotency key → saga id (what the `_id` of a first version is in MongoDB),
 //! - `by_status`: (status, `updated_at` in ms, saga id) → `()`, so the re-driver's
 //!   [`Store::list_by_status`] reads the oldest records of a status without scanning the rest
 //!   (the `{status, updated_at}` index in MongoDB),
