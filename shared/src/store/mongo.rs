@@ -40,6 +40,7 @@ mod batch;
 mod document;
 mod due;
 mod errors;
+mod indexes;
 
 use super::{Inserted, Store, StoreError};
 use crate::saga::{SagaId, SagaRecord, Status};
@@ -47,12 +48,12 @@ use batch::Writer;
 use chrono::{DateTime, Utc};
 use document::{decode, to_document, to_later_document, Stored};
 use due::{Known, Schedule};
-use errors::{bounded_raw, classify, is_namespace_not_found, to_i64, VersionOverflow};
+use errors::{bounded_raw, classify, to_i64, VersionOverflow};
 use futures::future::BoxFuture;
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Document};
-use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
-use mongodb::{Client, Collection, Database, IndexModel};
+use mongodb::options::{Acknowledgment, ClientOptions, ReadConcern, WriteConcern};
+use mongodb::{Client, Collection, Database};
 use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -61,12 +62,7 @@ use tokio::sync::OnceCell;
 
 pub use batch::{MAX_BATCH, MAX_FLUSHES, MAX_QUEUED};
 pub use due::SWEEP_EVERY;
-
-/// Name of the index on `saga_id` (`GET /<collection>/{id}` reads by it; every version of a
-/// record carries its saga id, so it is not unique).
-pub const SAGA_ID_INDEX: &str = "saga_id";
-/// The index the re-driver's sweep reads by: records with work left, earliest due first.
-pub const DUE_INDEX: &str = "due_at";
+pub use indexes::{DUE_INDEX, SAGA_ID_INDEX};
 
 /// One service's records in one MongoDB collection. Cloning is cheap and clones share the
 /// client, the write queue, the schedule and the "indexes are created" state.
@@ -170,85 +166,6 @@ impl MongoStore {
             .map_err(classify)
     }
 
-    /// Creates the indexes once per store; a failed attempt leaves the cell empty, so the next
-    /// operation tries again. Concurrent first operations wait for the one attempt in flight.
-    ///
-    /// On FerretDB v1 none are made: its PostgreSQL backend filters every field but `_id` with
-    /// `@>`, which a B-tree index on the field can't serve, and its SQLite backend filters only
-    /// `_id` in SQL. There an index on `saga_id` or `due_at` answers no query and costs every
-    /// insert an index update (measured: about a tenth of an order's database time).
-    async fn ready(&self) -> Result<(), StoreError> {
-        self.indexes
-            .get_or_try_init(|| async {
-                if self.is_ferretdb_v1().await? {
-                    tracing::info!(
-                        db = self.db.name(),
-                        collection = self.records.name(),
-                        "FerretDB v1: no secondary indexes (its queries can't use them)"
-                    );
-                    return Ok(());
-                }
-                let index = |keys: Document, name: &str, unique: bool| {
-                    IndexModel::builder()
-                        .keys(keys)
-                        .options(
-                            IndexOptions::builder()
-                                .name(name.to_string())
-                                .unique(unique.then_some(true))
-                                .build(),
-                        )
-                        .build()
-                };
-                let wanted = [
-                    index(doc! { "saga_id": 1 }, SAGA_ID_INDEX, false),
-                    index(doc! { "due_at": 1 }, DUE_INDEX, false),
-                ];
-                // Create only what is missing: FerretDB v1 drops the connection (a server-side
-                // panic) on a createIndexes whose indexes all exist already, i.e. on every
-                // restart. An absent collection simply has no indexes yet.
-                let existing = match bounded_raw(
-                    self.op_timeout,
-                    "listIndexes",
-                    self.records.list_index_names(),
-                )
-                .await?
-                {
-                    Ok(names) => names,
-                    Err(e) if is_namespace_not_found(&e) => Vec::new(),
-                    Err(e) => return Err(classify(e)),
-                };
-                let missing: Vec<IndexModel> = wanted
-                    .into_iter()
-                    .filter(|m| {
-                        let name = m.options.as_ref().and_then(|o| o.name.as_deref());
-                        !name.is_some_and(|n| existing.iter().any(|e| e == n))
-                    })
-                    .collect();
-                if !missing.is_empty() {
-                    self.bounded("createIndexes", self.records.create_indexes(missing))
-                        .await?;
-                }
-                tracing::info!(
-                    db = self.db.name(),
-                    collection = self.records.name(),
-                    "indexes ready"
-                );
-                Ok(())
-            })
-            .await
-            .map(|_| ())
-    }
-
-    /// Whether the server is FerretDB v1 (its `buildInfo` names its own version).
-    async fn is_ferretdb_v1(&self) -> Result<bool, StoreError> {
-        let info = self
-            .bounded("buildInfo", self.db.run_command(doc! { "buildInfo": 1 }))
-            .await?;
-        Ok(info
-            .get_str("ferretdbVersion")
-            .is_ok_and(|v| v.starts_with("v1.")))
-    }
-
     /// The document stored under `_id: id`, decoded.
     async fn find_id(&self, id: String) -> Result<Option<Stored>, StoreError> {
         self.ready().await?;
@@ -346,14 +263,15 @@ impl MongoStore {
             return Ok(None);
         };
         let first = first.into_record(None)?;
-        let mut rec = None;
-        loop {
-            let newest = rec.as_ref().unwrap_or(&first);
-            let next = newest.version.saturating_add(1);
-            match self.find_id(version_id(key, next)).await? {
-                Some(newer) => rec = Some(newer.into_record(Some(&first))?),
-                None => return Ok(Some(rec.unwrap_or(first))),
-            }
+        let mut newest = None;
+        let mut next = first.version.saturating_add(1);
+        while let Some(newer) = self.find_id(version_id(key, next)).await? {
+            next = newer.version().saturating_add(1);
+            newest = Some(newer);
+        }
+        match newest {
+            Some(newest) => newest.into_record(Some(&first)).map(Some),
+            None => Ok(Some(first)),
         }
     }
 
@@ -385,12 +303,7 @@ impl MongoStore {
                 firsts.insert(stored.key().to_owned(), stored.into_record(None)?);
                 continue;
             }
-            match later.get(stored.key()) {
-                Some(newer) if newer.version() >= stored.version() => {}
-                _ => {
-                    later.insert(stored.key().to_owned(), stored);
-                }
-            }
+            keep_newest(&mut later, stored);
         }
         let mut records = Vec::with_capacity(firsts.len().max(later.len()));
         for (key, stored) in later {
@@ -422,8 +335,9 @@ impl MongoStore {
         Ok(recs)
     }
 
-    /// What the re-driver should take up: the keys the schedule says are due, each read by
-    /// `_id` (nothing is sent when nothing is due), and trusted as stored. At the first poll and
+    /// What the re-driver should take up: the keys the schedule says are due, each as this
+    /// process stored it last or else read by `_id` (nothing is sent when nothing is due), and
+    /// trusted as stored. At the first poll and
     /// every [`SWEEP_EVERY`] the records are also scanned for work another process left.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SagaRecord>, StoreError> {
         if limit == 0 {
@@ -440,27 +354,32 @@ impl MongoStore {
             return Ok(Vec::new());
         }
         self.ready().await?;
-        // Records taken up from memory are not read, so ask the server whether it is there
-        // (one `ping`, no scan): a re-driver must pause while the database is away, not call
-        // the next hop with work it can't record.
-        self.ping_server().await?;
-        let reads = keys.iter().map(|key| async move {
-            // A record this process stored last needs no read (see `Known`).
-            if let Some(rec) = self.known.record(key) {
-                return Ok((key.clone(), Some(rec)));
-            }
-            match self.latest(key).await {
-                Ok(rec) => Ok((key.clone(), rec)),
+        // A record this process stored last needs no read (see `Known`). Those are not read, so
+        // the server is asked whether it is there (one `ping`, no scan): a re-driver must pause
+        // while the database is away, not call the next hop with work it can't record. The
+        // other keys' reads find that out themselves.
+        let (remembered, unknown): (Vec<_>, Vec<_>) = keys
+            .into_iter()
+            .map(|key| (self.known.record(&key), key))
+            .partition(|(rec, _)| rec.is_some());
+        if !remembered.is_empty() {
+            self.ping_server().await?;
+        }
+        let reads = unknown.into_iter().map(|(_, key)| async move {
+            match self.latest(&key).await {
+                Ok(rec) => Ok((key, rec)),
                 // One undecodable record must not stop the re-driver for all the others.
                 Err(StoreError::Corrupt(e)) => {
                     super::unreadable("mongo", &e);
-                    Ok((key.clone(), None))
+                    Ok((key, None))
                 }
                 Err(e) => Err(e),
             }
         });
-        let mut due = Vec::with_capacity(keys.len());
-        for (key, rec) in futures::future::try_join_all(reads).await? {
+        let read = futures::future::try_join_all(reads).await?;
+        let mut due = Vec::with_capacity(remembered.len() + read.len());
+        let remembered = remembered.into_iter().map(|(rec, key)| (key, rec));
+        for (key, rec) in remembered.chain(read) {
             match rec {
                 Some(rec)
                     if rec.due_at.is_some_and(|at| at <= now) && !rec.status.is_terminal() =>
@@ -482,25 +401,17 @@ impl MongoStore {
         self.ready().await?;
         let epoch = bson::DateTime::from_millis(0);
         let docs = self.find_many(doc! { "due_at": { "$gte": epoch } }).await?;
-        let mut newest: HashMap<String, (u64, Option<DateTime<Utc>>)> = HashMap::new();
+        let mut newest = HashMap::new();
         for doc in docs {
             match decode(doc) {
-                Ok(stored) => {
-                    let seen = (stored.version(), stored.due_at());
-                    match newest.get(stored.key()) {
-                        Some((v, _)) if *v >= seen.0 => {}
-                        _ => {
-                            newest.insert(stored.key().to_owned(), seen);
-                        }
-                    }
-                }
+                Ok(stored) => keep_newest(&mut newest, stored),
                 Err(e) => {
                     tracing::error!(error = %e, "a record with work left can't be read; skipped")
                 }
             }
         }
-        for (key, (_, due)) in newest {
-            self.schedule.set(&key, due);
+        for (key, stored) in newest {
+            self.schedule.set(&key, stored.due_at());
         }
         Ok(())
     }
@@ -569,6 +480,16 @@ impl Store for MongoStore {
 
     fn count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.count_records())
+    }
+}
+
+/// Keeps `stored` in `newest` unless a newer version of its record is there already.
+fn keep_newest(newest: &mut HashMap<String, Stored>, stored: Stored) {
+    if newest
+        .get(stored.key())
+        .is_none_or(|kept| kept.version() < stored.version())
+    {
+        newest.insert(stored.key().to_owned(), stored);
     }
 }
 

@@ -18,20 +18,26 @@ use serde_json::Value as Json;
 
 /// `rec` as a whole document: every field (the record's first version).
 pub(super) fn to_document(rec: &SagaRecord) -> Result<Document, StoreError> {
-    bson::serialize_to_document(&MongoRecord::from(rec))
-        .map_err(|e| StoreError::Backend(Box::new(e)))
+    serialize(&MongoRecord::of(rec, Version::First))
 }
 
 /// `rec` as a version after its first: without the fields fixed when the request was accepted
 /// (`fingerprint`, `id`, `count`, `body`, `created_at`), which its first version holds.
 pub(super) fn to_later_document(rec: &SagaRecord) -> Result<Document, StoreError> {
-    let mut later = MongoRecord::from(rec);
-    later.fingerprint = None;
-    later.id = None;
-    later.count = None;
-    later.body = None;
-    later.created_at = None;
-    bson::serialize_to_document(&later).map_err(|e| StoreError::Backend(Box::new(e)))
+    serialize(&MongoRecord::of(rec, Version::Later))
+}
+
+fn serialize(rec: &MongoRecord) -> Result<Document, StoreError> {
+    bson::serialize_to_document(rec).map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+/// Which version of its record a document is: what it holds of the accepted fields.
+#[derive(Clone, Copy, PartialEq)]
+enum Version {
+    /// The version the record was inserted at: every field.
+    First,
+    /// A later one: without the fields fixed at acceptance.
+    Later,
 }
 
 /// A whole document (a first version, or any version written before later versions left the
@@ -231,15 +237,17 @@ struct MongoEvent {
     reason: String,
 }
 
-impl From<&SagaRecord> for MongoRecord {
-    fn from(rec: &SagaRecord) -> Self {
+impl MongoRecord {
+    /// `rec` as the document of `which` version.
+    fn of(rec: &SagaRecord, which: Version) -> Self {
+        let first = which == Version::First;
         let response = rec
             .response
             .as_ref()
             .map(|saved| MongoResponse::of(rec, saved));
         let SagaRecord {
             saga_id,
-            key,
+            key: _, // in the document's `_id`
             fingerprint,
             id,
             count,
@@ -257,15 +265,14 @@ impl From<&SagaRecord> for MongoRecord {
             created_at,
             updated_at,
         } = rec;
-        let _ = key; // in the document's `_id`
         MongoRecord {
             saga_id: *saga_id,
             key: None,
-            fingerprint: Some(fingerprint.clone()),
-            id: Some(id.clone()),
-            count: Some(*count),
+            fingerprint: first.then(|| fingerprint.clone()),
+            id: first.then(|| id.clone()),
+            count: first.then_some(*count),
             status: *status,
-            body: Some(body.clone()),
+            body: first.then(|| body.clone()),
             next: next.clone(),
             fallback: fallback.clone(),
             response,
@@ -275,7 +282,7 @@ impl From<&SagaRecord> for MongoRecord {
             due_at: *due_at,
             leased_by: leased_by.clone(),
             version: *version,
-            created_at: Some(*created_at),
+            created_at: first.then_some(*created_at),
             updated_at: *updated_at,
         }
     }
