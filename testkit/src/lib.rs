@@ -250,6 +250,30 @@ impl TestStack {
         reply(res).await
     }
 
+    /// `PUT /chaos` on `svc` with `faults`, with a bearer `token` when given.
+    pub async fn put_chaos(&self, svc: Svc, faults: Value, token: Option<&str>) -> Reply {
+        let mut req = self
+            .http
+            .put(format!("{}/chaos", self.url(svc)))
+            .header("content-type", "application/json")
+            .body(faults.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        reply(req.send().await.expect("PUT /chaos")).await
+    }
+
+    /// `DELETE /chaos` on `svc`, which must succeed.
+    pub async fn clear_chaos(&self, svc: Svc) {
+        let cleared = self
+            .http
+            .delete(format!("{}/chaos", self.url(svc)))
+            .send()
+            .await
+            .expect("DELETE /chaos");
+        assert_eq!(cleared.status(), 200);
+    }
+
     /// How many records a service stored, read straight from its database: the documents that
     /// are a record's first version (`MongoStore` keeps each later version as a document of its
     /// own). Not through a `MongoStore` of our own: its first operation would create indexes

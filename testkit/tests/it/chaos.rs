@@ -3,34 +3,6 @@
 use serde_json::json;
 use testkit::{reply, seed, Svc, TestStack};
 
-async fn put(
-    s: &TestStack,
-    svc: Svc,
-    faults: serde_json::Value,
-    token: Option<&str>,
-) -> testkit::Reply {
-    let mut req = s
-        .http
-        .put(format!("{}/chaos", s.url(svc)))
-        .header("content-type", "application/json")
-        .body(faults.to_string());
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    reply(req.send().await.expect("PUT /chaos")).await
-}
-
-/// `DELETE /chaos`, which must succeed.
-async fn clear(s: &TestStack, svc: Svc) {
-    let cleared = s
-        .http
-        .delete(format!("{}/chaos", s.url(svc)))
-        .send()
-        .await
-        .expect("DELETE /chaos");
-    assert_eq!(cleared.status(), 200);
-}
-
 #[tokio::test]
 async fn faults_switch_at_runtime_and_the_caller_degrades_with_the_reason() {
     let s = TestStack::embedded(
@@ -42,13 +14,9 @@ async fn faults_switch_at_runtime_and_the_caller_degrades_with_the_reason() {
         &[],
     )
     .await;
-    let r = put(
-        &s,
-        Svc::Shipment,
-        json!({"error_rate": 1, "status": 500}),
-        None,
-    )
-    .await;
+    let r = s
+        .put_chaos(Svc::Shipment, json!({"error_rate": 1, "status": 500}), None)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(s.get(Svc::Shipment, "/chaos").await.json["error_rate"], 1.0);
     let r = s.post(Svc::Order, "/create", &seed()).await;
@@ -64,7 +32,8 @@ async fn faults_switch_at_runtime_and_the_caller_degrades_with_the_reason() {
     );
 
     // A hang: the breaker's timeout answers for shipment.
-    put(&s, Svc::Shipment, json!({"hang": true}), None).await;
+    s.put_chaos(Svc::Shipment, json!({"hang": true}), None)
+        .await;
     let r = s.post(Svc::Order, "/create", &seed()).await;
     // Payment times out on shipment and answers within order's budget — or, on a loaded
     // machine, persists too slowly and order's own timeout answers first: a timeout either way.
@@ -74,8 +43,7 @@ async fn faults_switch_at_runtime_and_the_caller_degrades_with_the_reason() {
     assert_eq!(r.json["status"], "degraded", "{}", r.text);
 
     // Added latency under the timeout: slower, still complete.
-    put(
-        &s,
+    s.put_chaos(
         Svc::Shipment,
         json!({"latency_ms": 20, "latency_max_ms": 40}),
         None,
@@ -84,7 +52,7 @@ async fn faults_switch_at_runtime_and_the_caller_degrades_with_the_reason() {
     let r = s.post(Svc::Order, "/create", &seed()).await;
     assert_eq!(r.json["status"], "completed", "{}", r.text);
 
-    clear(&s, Svc::Shipment).await;
+    s.clear_chaos(Svc::Shipment).await;
     let r = s.post(Svc::Order, "/create", &seed()).await;
     assert_eq!(r.json["status"], "completed", "{}", r.text);
     s.stop().await;
@@ -93,13 +61,15 @@ async fn faults_switch_at_runtime_and_the_caller_degrades_with_the_reason() {
 #[tokio::test]
 async fn bad_faults_are_refused_naming_the_field() {
     let s = TestStack::embedded(&[("CHAOS_ENABLED", "1")], &[]).await;
-    let r = put(&s, Svc::Order, json!({"error_rate": 2}), None).await;
+    let r = s
+        .put_chaos(Svc::Order, json!({"error_rate": 2}), None)
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json["field"], "error_rate");
-    let r = put(&s, Svc::Order, json!({"hang": "yes"}), None).await;
+    let r = s.put_chaos(Svc::Order, json!({"hang": "yes"}), None).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json["field"], "hang");
-    let r = put(&s, Svc::Order, json!({"surprise": 1}), None).await;
+    let r = s.put_chaos(Svc::Order, json!({"surprise": 1}), None).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(s.get(Svc::Order, "/chaos").await.json["error_rate"], 0.0);
     s.stop().await;
@@ -112,12 +82,18 @@ async fn the_chaos_api_is_absent_unless_enabled_and_guarded_by_its_token() {
     off.stop().await;
 
     let s = TestStack::embedded(&[("CHAOS_ENABLED", "true"), ("CHAOS_TOKEN", "s3cret")], &[]).await;
-    let r = put(&s, Svc::Order, json!({"error_rate": 1}), None).await;
+    let r = s
+        .put_chaos(Svc::Order, json!({"error_rate": 1}), None)
+        .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json["error"], "unauthorized");
-    let r = put(&s, Svc::Order, json!({"error_rate": 1}), Some("wrong")).await;
+    let r = s
+        .put_chaos(Svc::Order, json!({"error_rate": 1}), Some("wrong"))
+        .await;
     assert_eq!(r.status, 401);
-    let r = put(&s, Svc::Order, json!({"error_rate": 1}), Some("s3cret")).await;
+    let r = s
+        .put_chaos(Svc::Order, json!({"error_rate": 1}), Some("s3cret"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = s.post(Svc::Order, "/create", &seed()).await;
     assert_eq!(r.status, 503);
@@ -133,7 +109,8 @@ async fn clearing_a_hang_releases_the_requests_it_holds() {
         &[],
     )
     .await;
-    put(&s, Svc::Shipment, json!({"hang": true}), None).await;
+    s.put_chaos(Svc::Shipment, json!({"hang": true}), None)
+        .await;
     let held = tokio::spawn({
         let req = s
             .http
@@ -147,7 +124,7 @@ async fn clearing_a_hang_releases_the_requests_it_holds() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!held.is_finished(), "the hang let the request through");
 
-    clear(&s, Svc::Shipment).await;
+    s.clear_chaos(Svc::Shipment).await;
     let r = tokio::time::timeout(std::time::Duration::from_secs(20), held)
         .await
         .expect("the held request was not released when the hang was cleared")
@@ -169,19 +146,23 @@ async fn a_capacity_fault_keeps_serving_a_request_its_caller_abandoned() {
         &[],
     )
     .await;
-    let r = put(&s, Svc::Shipment, json!({"workers": 0}), None).await;
+    let r = s
+        .put_chaos(Svc::Shipment, json!({"workers": 0}), None)
+        .await;
     assert_eq!((r.status, r.json["field"].as_str()), (400, Some("workers")));
-    let r = put(&s, Svc::Shipment, json!({"service_ms": 10}), None).await;
+    let r = s
+        .put_chaos(Svc::Shipment, json!({"service_ms": 10}), None)
+        .await;
     assert_eq!(r.json["field"], "service_ms", "{}", r.text);
 
     // One worker, each request holding it a minute: far past every wait of this test.
-    let r = put(
-        &s,
-        Svc::Shipment,
-        json!({"workers": 1, "service_ms": 60000}),
-        None,
-    )
-    .await;
+    let r = s
+        .put_chaos(
+            Svc::Shipment,
+            json!({"workers": 1, "service_ms": 60000}),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let impatient = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(200))
@@ -198,13 +179,9 @@ async fn a_capacity_fault_keeps_serving_a_request_its_caller_abandoned() {
         "the first caller gives up"
     );
     // The service gets fast, same worker: what waits now waits only for work already taken.
-    let r = put(
-        &s,
-        Svc::Shipment,
-        json!({"workers": 1, "service_ms": 1}),
-        None,
-    )
-    .await;
+    let r = s
+        .put_chaos(Svc::Shipment, json!({"workers": 1, "service_ms": 1}), None)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     // The abandoned request's work still holds the only worker for its minute: payment's call
     // waits behind it and times out (or, on a loaded machine, order's own timeout answers
@@ -215,7 +192,7 @@ async fn a_capacity_fault_keeps_serving_a_request_its_caller_abandoned() {
         || r.json["fallback"]["reason"] == "timeout";
     assert!(timed_out, "{}", r.text);
     // Clearing the fault frees shipment.
-    clear(&s, Svc::Shipment).await;
+    s.clear_chaos(Svc::Shipment).await;
     let r = s.post(Svc::Order, "/create", &seed()).await;
     assert_eq!(r.json["status"], "completed", "{}", r.text);
     s.stop().await;

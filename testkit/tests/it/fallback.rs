@@ -79,14 +79,9 @@ async fn breaker_counts_the_calls_sent_to_the_next_hop_even_those_given_up_on() 
     assert_eq!(calls(Svc::Payment).await, 0);
     // Shipment answers after 300 ms: payment gives up at 100 ms, but the call was sent.
     let slow = s
-        .http
-        .put(format!("{}/chaos", s.url(Svc::Shipment)))
-        .header("content-type", "application/json")
-        .body(r#"{"latency_ms": 300}"#)
-        .send()
-        .await
-        .expect("PUT /chaos");
-    assert_eq!(slow.status(), 200);
+        .put_chaos(Svc::Shipment, serde_json::json!({"latency_ms": 300}), None)
+        .await;
+    assert_eq!(slow.status, 200);
     let r = s.post(Svc::Payment, "/create", &seed()["payment"]).await;
     assert_eq!(r.json["fallback"]["reason"], "timeout", "{}", r.text);
     assert_eq!(calls(Svc::Payment).await, 1);

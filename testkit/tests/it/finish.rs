@@ -223,14 +223,9 @@ async fn a_caller_who_hangs_up_does_not_stop_its_request() {
     )
     .await;
     let slow = s
-        .http
-        .put(format!("{}/chaos", s.url(Svc::Shipment)))
-        .header("content-type", "application/json")
-        .body(json!({ "latency_ms": 500 }).to_string())
-        .send()
-        .await
-        .expect("PUT /chaos");
-    assert_eq!(slow.status(), 200);
+        .put_chaos(Svc::Shipment, json!({ "latency_ms": 500 }), None)
+        .await;
+    assert_eq!(slow.status, 200);
 
     let hung_up = s
         .http

@@ -128,13 +128,9 @@ async fn the_stream_follows_the_breaker_open_and_closed_and_drops_a_gone_client(
     // Shipment fails every call: the breaker opens, and the page hears it at once, followed by
     // a snapshot that says open.
     let put = s
-        .http
-        .put(format!("{}/chaos", s.url(Svc::Shipment)))
-        .json(&json!({"error_rate": 1, "status": 502}))
-        .send()
-        .await
-        .expect("PUT /chaos");
-    assert_eq!(put.status(), 200);
+        .put_chaos(Svc::Shipment, json!({"error_rate": 1, "status": 502}), None)
+        .await;
+    assert_eq!(put.status, 200);
     let mut seen = Vec::new();
     let opened = order_until(&s, &mut rx, &mut seen, "note open", |e| note(e, "open")).await;
     assert_eq!(opened["breaker"], "payment->shipment");
@@ -155,13 +151,7 @@ async fn the_stream_follows_the_breaker_open_and_closed_and_drops_a_gone_client(
     );
 
     // Healthy again: after the reset, a trial closes it.
-    let del = s
-        .http
-        .delete(format!("{}/chaos", s.url(Svc::Shipment)))
-        .send()
-        .await
-        .expect("DELETE /chaos");
-    assert_eq!(del.status(), 200);
+    s.clear_chaos(Svc::Shipment).await;
     order_until(&s, &mut rx, &mut seen, "note close", |e| note(e, "close")).await;
     let transitions: Vec<&str> = seen
         .iter()

@@ -57,14 +57,9 @@ async fn slow_counts_answers_past_the_line_and_the_client_still_gets_them() {
     let s = TestStack::embedded(&env, &[]).await;
     assert_eq!(breaker(&s).await["config"]["slow_call_ms"], 60);
     let slowed = s
-        .http
-        .put(format!("{}/chaos", s.url(Svc::Shipment)))
-        .header("content-type", "application/json")
-        .body(json!({"latency_ms": 200}).to_string())
-        .send()
-        .await
-        .expect("PUT /chaos");
-    assert_eq!(slowed.status(), 200);
+        .put_chaos(Svc::Shipment, json!({"latency_ms": 200}), None)
+        .await;
+    assert_eq!(slowed.status, 200);
 
     for _ in 0..3 {
         let r = s.post(Svc::Payment, "/create", &seed()["payment"]).await;

@@ -44,13 +44,13 @@ async fn until_status(s: &TestStack, svc: Svc, id: &str, status: &str) -> Value 
 }
 
 async fn chaos(s: &TestStack, svc: Svc, faults: Option<Value>) {
-    let url = format!("{}/chaos", s.url(svc));
-    let req = match faults {
-        Some(f) => s.http.put(url).json(&f),
-        None => s.http.delete(url),
-    };
-    let res = req.send().await.expect("the chaos API answers");
-    assert!(res.status().is_success(), "{res:?}");
+    match faults {
+        Some(f) => {
+            let r = s.put_chaos(svc, f, None).await;
+            assert!((200..300).contains(&r.status), "{}", r.text);
+        }
+        None => s.clear_chaos(svc).await,
+    }
 }
 
 fn steps(rec: &Value) -> Vec<String> {

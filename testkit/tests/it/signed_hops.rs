@@ -66,6 +66,24 @@ fn payment_part() -> Value {
     seed()["payment"].clone()
 }
 
+/// A signed `POST /create?count=1` of `body` to payment under the key `idem`.
+async fn to_payment(
+    s: &TestStack,
+    idem: &str,
+    body: &Value,
+    signed: (&HopKey, i64, Option<&Value>),
+) -> Reply {
+    call(
+        s,
+        Svc::Payment,
+        "/create?count=1",
+        idem,
+        Some(body),
+        Some(signed),
+    )
+    .await
+}
+
 fn refused(r: &Reply, code: &str) {
     assert_eq!(r.status, 401, "{}", r.text);
     assert_eq!(r.json["error"], code, "{}", r.text);
@@ -101,39 +119,15 @@ async fn the_signed_chain_completes_and_unsigned_forged_or_stale_calls_are_refus
     }
     // Signed with a secret we don't hold, under the right key id.
     let forged = key("k1", "not-the-secret-but-long-enough-000");
-    let r = call(
-        &s,
-        Svc::Payment,
-        create,
-        "x/order",
-        Some(&body),
-        Some((&forged, now, None)),
-    )
-    .await;
+    let r = to_payment(&s, "x/order", &body, (&forged, now, None)).await;
     refused(&r, "signature_invalid");
     // A key id nobody listed.
     let unknown = key("k9", NEW);
-    let r = call(
-        &s,
-        Svc::Payment,
-        create,
-        "x/order",
-        Some(&body),
-        Some((&unknown, now, None)),
-    )
-    .await;
+    let r = to_payment(&s, "x/order", &body, (&unknown, now, None)).await;
     refused(&r, "signature_invalid");
     // A good signature over another body, or another idempotency key, or another path.
     let other = json!({"amount": 1000, "id": "1", "shipment": {"id": "1", "directions": "x"}});
-    let r = call(
-        &s,
-        Svc::Payment,
-        create,
-        "x/order",
-        Some(&other),
-        Some((&good, now, Some(&body))),
-    )
-    .await;
+    let r = to_payment(&s, "x/order", &other, (&good, now, Some(&body))).await;
     refused(&r, "signature_invalid");
     let headers_for_x = signature::sign(
         &good,
@@ -156,15 +150,7 @@ async fn the_signed_chain_completes_and_unsigned_forged_or_stale_calls_are_refus
     refused(&r, "signature_invalid");
     // Stale: signed 31 s ago or 31 s ahead (the window is 30 s), or a replay a minute later.
     for at in [now - 31, now + 31, now - 60] {
-        let r = call(
-            &s,
-            Svc::Payment,
-            create,
-            "x/order",
-            Some(&body),
-            Some((&good, at, None)),
-        )
-        .await;
+        let r = to_payment(&s, "x/order", &body, (&good, at, None)).await;
         refused(&r, "signature_stale");
     }
     // None of it stored anything, or compensated the real saga.
@@ -177,25 +163,9 @@ async fn the_signed_chain_completes_and_unsigned_forged_or_stale_calls_are_refus
 
     // A correctly signed direct call is an ordinary hop call; inside the window, sent twice it
     // is the same call, answered the same, stored once.
-    let first = call(
-        &s,
-        Svc::Payment,
-        create,
-        "direct/order",
-        Some(&body),
-        Some((&good, now, None)),
-    )
-    .await;
+    let first = to_payment(&s, "direct/order", &body, (&good, now, None)).await;
     assert_eq!(first.status, 200, "{}", first.text);
-    let again = call(
-        &s,
-        Svc::Payment,
-        create,
-        "direct/order",
-        Some(&body),
-        Some((&good, now, None)),
-    )
-    .await;
+    let again = to_payment(&s, "direct/order", &body, (&good, now, None)).await;
     assert_eq!(
         again.json["saga_id"], first.json["saga_id"],
         "{}",
@@ -234,15 +204,7 @@ async fn during_a_rotation_the_old_key_is_accepted_while_listed_and_refused_once
     let now = signature::unix_now();
     let body = payment_part();
     let old = key("k1", OLD);
-    let r = call(
-        &s,
-        Svc::Payment,
-        "/create?count=1",
-        "a/order",
-        Some(&body),
-        Some((&old, now, None)),
-    )
-    .await;
+    let r = to_payment(&s, "a/order", &body, (&old, now, None)).await;
     assert_eq!(r.status, 200, "the old key is still listed: {}", r.text);
     let r = call(
         &s,
@@ -261,15 +223,7 @@ async fn during_a_rotation_the_old_key_is_accepted_while_listed_and_refused_once
     let s = TestStack::embedded(&[("HOP_SECRET", NEW), ("HOP_KEY_ID", "k2")], &[]).await;
     let r = s.post(Svc::Order, "/create", &seed()).await;
     assert_eq!(r.json["status"], "completed", "{}", r.text);
-    let r = call(
-        &s,
-        Svc::Payment,
-        "/create?count=1",
-        "a/order",
-        Some(&body),
-        Some((&old, now, None)),
-    )
-    .await;
+    let r = to_payment(&s, "a/order", &body, (&old, now, None)).await;
     refused(&r, "signature_invalid");
     s.stop().await;
 }
