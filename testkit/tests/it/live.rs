@@ -63,6 +63,14 @@ async fn order_until(
     panic!("{what}: not seen after 100 orders; events: {seen:?}");
 }
 
+/// The stream's next event, within 5 s (`what` says which one the test waits for).
+async fn next_event(rx: &mut mpsc::UnboundedReceiver<Sse>, what: &str) -> Sse {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what}"))
+        .expect("the stream is open")
+}
+
 fn note(ev: &Sse, name: &str) -> bool {
     ev.event == "note" && ev.data["event"] == name
 }
@@ -115,10 +123,7 @@ async fn the_stream_follows_the_breaker_open_and_closed_and_drops_a_gone_client(
     let reader = tokio::spawn(read_events(res, tx));
 
     // On connect: a snapshot, closed.
-    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("a first event within 5 s")
-        .expect("the stream is open");
+    let first = next_event(&mut rx, "a first event within 5 s").await;
     assert_eq!(first.event, "breaker", "{first:?}");
     assert_eq!(first.data["breaker"]["name"], "payment->shipment");
     assert_eq!(first.data["breaker"]["state"], "closed");
@@ -134,10 +139,7 @@ async fn the_stream_follows_the_breaker_open_and_closed_and_drops_a_gone_client(
     let mut seen = Vec::new();
     let opened = order_until(&s, &mut rx, &mut seen, "note open", |e| note(e, "open")).await;
     assert_eq!(opened["breaker"], "payment->shipment");
-    let next = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("a snapshot right after the note")
-        .expect("the stream is open");
+    let next = next_event(&mut rx, "a snapshot right after the note").await;
     assert_eq!(next.event, "breaker", "{next:?}");
     assert_eq!(next.data["breaker"]["state"], "open", "{next:?}");
     assert!(
@@ -189,10 +191,7 @@ async fn a_service_without_a_next_hop_streams_snapshots_without_a_breaker() {
         .expect("GET /live/events");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let reader = tokio::spawn(read_events(res, tx));
-    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("a first event within 5 s")
-        .expect("the stream is open");
+    let first = next_event(&mut rx, "a first event within 5 s").await;
     assert_eq!(first.event, "breaker");
     assert_eq!(first.data["service"], "shipment");
     assert_eq!(first.data["breaker"], Value::Null);
