@@ -161,42 +161,41 @@ ensure_httpyac() {
     "$HTTPYAC_BIN" --version >/dev/null
 }
 
-# ensure_schemathesis: sets SCHEMATHESIS_BIN, installing the pinned schemathesis into a cached
-# virtualenv the first time.
-SCHEMATHESIS_VERSION=${SCHEMATHESIS_VERSION:-4.32.5}
-ensure_schemathesis() {
-    local venv=$SAGA_CACHE/venv/schemathesis-$SCHEMATHESIS_VERSION
-    SCHEMATHESIS_BIN=$venv/bin/st
-    if [[ -x $SCHEMATHESIS_BIN ]] && "$SCHEMATHESIS_BIN" --version >/dev/null 2>&1; then
+# pip_tool PACKAGE VERSION PROGRAM: sets PIP_TOOL to PROGRAM in a cached virtualenv that holds
+# PACKAGE==VERSION, installing it there the first time.
+pip_tool() {
+    local package=$1 version=$2 program=$3
+    local venv=$SAGA_CACHE/venv/$package-$version
+    PIP_TOOL=$venv/bin/$program
+    if [[ -x $PIP_TOOL ]] && "$PIP_TOOL" --version >/dev/null 2>&1; then
         return 0
     fi
     if ! python3 -m venv "$venv" >&2; then
         apt_install python3-venv || return 1
         python3 -m venv "$venv" >&2 || return 1
     fi
-    log "pip install schemathesis==$SCHEMATHESIS_VERSION into ${venv/#"$HOME"/\~}"
+    log "pip install $package==$version into ${venv/#"$HOME"/\~}"
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        "schemathesis==$SCHEMATHESIS_VERSION" >&2 || return 1
-    "$SCHEMATHESIS_BIN" --version >/dev/null
+        "$package==$version" >&2 || return 1
+    "$PIP_TOOL" --version >/dev/null
+}
+
+# ensure_schemathesis: sets SCHEMATHESIS_BIN, installing the pinned schemathesis into a cached
+# virtualenv the first time.
+SCHEMATHESIS_VERSION=${SCHEMATHESIS_VERSION:-4.32.5}
+ensure_schemathesis() {
+    pip_tool schemathesis "$SCHEMATHESIS_VERSION" st || return 1
+    # shellcheck disable=SC2034 # read by the scripts that source this file
+    SCHEMATHESIS_BIN=$PIP_TOOL
 }
 
 # ensure_chaostoolkit: sets CHAOS_BIN, installing the pinned Chaos Toolkit (the `chaos` CLI from
 # PyPI) into a cached virtualenv the first time.
 CHAOSTOOLKIT_VERSION=${CHAOSTOOLKIT_VERSION:-1.19.0}
 ensure_chaostoolkit() {
-    local venv=$SAGA_CACHE/venv/chaostoolkit-$CHAOSTOOLKIT_VERSION
-    CHAOS_BIN=$venv/bin/chaos
-    if [[ -x $CHAOS_BIN ]] && "$CHAOS_BIN" --version >/dev/null 2>&1; then
-        return 0
-    fi
-    if ! python3 -m venv "$venv" >&2; then
-        apt_install python3-venv || return 1
-        python3 -m venv "$venv" >&2 || return 1
-    fi
-    log "pip install chaostoolkit==$CHAOSTOOLKIT_VERSION into ${venv/#"$HOME"/\~}"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        "chaostoolkit==$CHAOSTOOLKIT_VERSION" >&2 || return 1
-    "$CHAOS_BIN" --version >/dev/null
+    pip_tool chaostoolkit "$CHAOSTOOLKIT_VERSION" chaos || return 1
+    # shellcheck disable=SC2034 # read by the scripts that source this file
+    CHAOS_BIN=$PIP_TOOL
 }
 
 # ensure_postgres: sets POSTGRES_BIN_DIR to the newest /usr/lib/postgresql/*/bin (Debian's
