@@ -243,22 +243,26 @@ step_cargo_test_pg() {
     return "$rc"
 }
 
-# The stack the .http files talk to: `saga up` with all three services on free ports, a fresh
-# database, and no injected errors, so every assertion is strict (inject_err=0). The same files
-# run again on docker-compose.yaml's environment in step http-compose (scripts/steps/h14-story.sh).
-# Runs in soft's subshell, with its own list of started processes and its own EXIT trap, so the
-# stack is stopped however the step ends, and the parent's servers are left to the parent.
-step_http_tests() {
+# The start of a step that runs the .http files on a stack of its own, in soft's subshell: its
+# own list of started processes and its own EXIT trap (so the stack is stopped however the step
+# ends, and the parent's servers are left to the parent), and HTTP_FILES, the files to run.
+own_stack_for_http_files() {
     _started_pids=() _started_names=() _started_signals=() _cleanup_dirs=()
     trap stop_started EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
-
-    local -a files
     shopt -s nullglob
-    files=(http-tests/*.http)
+    HTTP_FILES=(http-tests/*.http)
     shopt -u nullglob
-    ((${#files[@]} > 0)) || die "no http-tests/*.http files"
+    ((${#HTTP_FILES[@]} > 0)) || die "no http-tests/*.http files"
+}
+
+# The stack the .http files talk to: `saga up` with all three services on free ports, a fresh
+# database, and no injected errors, so every assertion is strict (inject_err=0). The same files
+# run again on docker-compose.yaml's environment in step http-compose (scripts/steps/h14-story.sh).
+# Runs in soft's subshell (see own_stack_for_http_files).
+step_http_tests() {
+    own_stack_for_http_files
 
     local saga_bin=${SAGA_BIN:-${CARGO_TARGET_DIR:-$SAGA_ROOT/target}/debug/saga} op pp sp
     [[ -x $saga_bin ]] || die "$saga_bin not built"
@@ -294,7 +298,7 @@ step_http_tests() {
     local rc=0 out=$SAGA_LOG_DIR/httpyac.log
     local -a color=()
     [[ -t 1 ]] || color=(--no-color)
-    "$HTTPYAC_BIN" send "${files[@]}" --all --timeout 15000 \
+    "$HTTPYAC_BIN" send "${HTTP_FILES[@]}" --all --timeout 15000 \
         --output short --output-failed exchange "${color[@]}" \
         --var "order=http://127.0.0.1:$op" "payment=http://127.0.0.1:$pp" \
         "shipment=http://127.0.0.1:$sp" inject_err=0 "store=$store" 2>&1 | tee "$out" || rc=$?

@@ -22,16 +22,7 @@ for key, value in env.items():
 }
 
 step_compose_http_tests() {
-    _started_pids=() _started_names=() _started_signals=() _cleanup_dirs=()
-    trap stop_started EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-
-    local -a files
-    shopt -s nullglob
-    files=(http-tests/*.http)
-    shopt -u nullglob
-    ((${#files[@]} > 0)) || die "no http-tests/*.http files"
+    own_stack_for_http_files
     local bin_dir=${CARGO_TARGET_DIR:-$SAGA_ROOT/target}/debug
 
     local -A port
@@ -80,7 +71,7 @@ step_compose_http_tests() {
     local rc=0 out=$SAGA_LOG_DIR/httpyac-compose.log
     local -a color=()
     [[ -t 1 ]] || color=(--no-color)
-    "$HTTPYAC_BIN" send "${files[@]}" --all --timeout 15000 \
+    "$HTTPYAC_BIN" send "${HTTP_FILES[@]}" --all --timeout 15000 \
         --output short --output-failed exchange "${color[@]}" \
         --var "order=http://127.0.0.1:${port[order]}" "payment=http://127.0.0.1:${port[payment]}" \
         "shipment=http://127.0.0.1:${port[shipment]}" inject_err=1 "store=$store" \
